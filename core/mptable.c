@@ -117,14 +117,16 @@ mptable_write(const struct gmem *mem, unsigned ncpus)
 
 	/*
 	 * 4.3.4 I/O interrupt entries.  ISA IRQs conform to the bus (edge,
-	 * active high); IRQ0 (the PIT) is wired to pin 2 as on PC chipsets
-	 * and IRQ2 (the cascade) has no pin of its own.
+	 * active high) and are wired identity: KVM's default GSI routing
+	 * sends IRQ n to IOAPIC pin n, the PIT included, so IRQ0 must not
+	 * be described on pin 2 as on PC chipsets (the guest would unmask
+	 * a pin the timer never reaches).  IRQ2, the cascade, has no pin.
 	 */
 	for (irq = 0; irq < 16; irq++) {
 		if (irq == 2)
 			continue;
 		add_intsrc(buf, &off, MP_INTSRC, MP_INT_INT, 0, irq,
-		    ioapic_id, irq == 0 ? 2 : irq);
+		    ioapic_id, irq);
 		nent++;
 	}
 	/* The virtio-mmio pins: level triggered, active high. */

@@ -160,12 +160,15 @@ uart_rx_push(struct uart *u, uint8_t c)
 	u->rx_len++;
 }
 
-/* Watch the input fd only while the FIFO has room: back-pressure
- * instead of dropping what the host sends. */
+/* Watch the input fd only while the guest listens (its driver enabled
+ * the receive interrupt: bytes sent before that would be lost to the
+ * FIFO reset a driver does when it opens the port) and the FIFO has
+ * room: back-pressure instead of dropping what the host sends. */
 static void
 uart_in_watch(struct uart *u)
 {
-	bool	want = u->in_fd >= 0 && !u->in_eof && u->rx_len < UART_RX_SIZE;
+	bool	want = u->in_fd >= 0 && !u->in_eof && (u->ier & IER_RDI) &&
+	    u->rx_len < UART_RX_SIZE;
 
 	if (want && u->in_ev == NULL) {
 		u->in_ev = reactor_add_fd(u->r, u->in_fd, REACTOR_READ,
@@ -284,6 +287,7 @@ uart_write(struct uart *u, unsigned reg, uint8_t v)
 		if (!(u->ier & IER_THRI) && (v & IER_THRI))
 			u->thre_pending = true;
 		u->ier = v & 0x0f;
+		uart_in_watch(u);
 		break;
 	case UART_FCR:
 		u->fcr = v & FCR_ENABLE;

@@ -526,11 +526,27 @@ vm_stop(struct vm *vm, enum vm_end why)
 	vm_request_end(vm, why, NULL);
 }
 
+/* Note every vCPU's CPU time now, so the next look sees only what the
+ * guest itself used since (answering a check costs a little). */
+static void
+halt_sample_cpu(struct vm *vm)
+{
+	struct timespec	ts;
+	unsigned	i;
+
+	for (i = 0; i < vm->ncpus; i++)
+		if (clock_gettime(vm->vcpus[i].cpuclock, &ts) == 0)
+			vm->vcpus[i].last_cpu_ns = (uint64_t)ts.tv_sec *
+			    1000000000ULL + ts.tv_nsec;
+}
+
 static void
 halt_round_done(struct vm *vm)
 {
 	unsigned	i;
 	bool		all = true;
+
+	halt_sample_cpu(vm);
 
 	for (i = 0; i < vm->ncpus; i++)
 		if (vm->vcpus[i].halt_state != 1)
@@ -578,8 +594,12 @@ vcpu_drain_cb(void *msgp, void *arg)
 		break;
 	case MSG_PAUSED:
 		v->is_paused = true;
-		if (vm->state != VM_RUNNING) {
-			/* Stopping: let it go straight away. */
+		if (vm->state != VM_RUNNING || !vm->pausing) {
+			/* Stopping, or vm_resume() came after this vCPU took
+			 * its pause request but before this message was
+			 * drained (resume only wakes vCPUs it knows are
+			 * parked): let it go straight away, or it would stay
+			 * parked with nobody to wake it. */
 			v->is_paused = false;
 			reactor_waiter_wake(&v->parked);
 			break;
@@ -728,6 +748,10 @@ vm_start(struct vm *vm, vm_end_fn end_cb, void *arg)
 			 * and leave; count the rest as gone. */
 			vm->ndone += vm->ncpus - i;
 			vm_request_end(vm, VM_END_CRASH, "thread creation");
+			/* With no thread running no MSG_DONE will come to
+			 * finish the machine: do it here. */
+			if (vm->ndone == vm->ncpus)
+				vm_finish(vm);
 			return 0;
 		}
 		v->started = true;

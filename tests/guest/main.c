@@ -11,6 +11,8 @@
  *   exit=halt       cli; hlt forever (default)
  *   exit=reboot     i8042 reset (0xfe to port 0x64)
  *   exit=triple     empty IDT + ud2: triple fault
+ *   exit=idle       interrupts on, halted until the host stops it (the
+ *                   8259s masked, so nothing ever wakes it)
  */
 #include "testguest.h"
 
@@ -22,7 +24,7 @@
 #define MEMTEST_CHUNK	256
 #define COUNT_LOOP	10000
 
-enum exit_mode { EXIT_HALT, EXIT_REBOOT, EXIT_TRIPLE };
+enum exit_mode { EXIT_HALT, EXIT_REBOOT, EXIT_TRIPLE, EXIT_IDLE };
 
 struct test {
 	const char	*word;
@@ -70,6 +72,14 @@ leave(void)
 		/* #UD cannot be delivered, nor the #DF that follows. */
 		__asm__ volatile("lidt %0; ud2" : : "m"(empty_idt));
 		break;
+	case EXIT_IDLE:
+		/* Not "halted for good" (IF=1), so the VMM must not take it
+		 * for a power-off; with both PICs masked and no LAPIC timer
+		 * no interrupt can arrive, so no IDT is needed. */
+		outb(0x21, 0xff);
+		outb(0xa1, 0xff);
+		for (;;)
+			__asm__ volatile("sti; hlt; cli");
 	case EXIT_HALT:
 		break;
 	}
@@ -231,6 +241,8 @@ parse_exit(const char *word)
 		exit_mode = EXIT_REBOOT;
 	else if (strcmp(word, "exit=triple") == 0)
 		exit_mode = EXIT_TRIPLE;
+	else if (strcmp(word, "exit=idle") == 0)
+		exit_mode = EXIT_IDLE;
 	else
 		return strncmp(word, "exit=", 5) == 0 ? -1 : 0;
 	return 1;
