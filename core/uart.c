@@ -68,6 +68,8 @@ struct uart {
 	int			 out_fd;
 	int			 in_fd;
 	struct reactor_fd	*in_ev;
+	struct reactor_timer	*settle;
+	bool			 settled;	/* listening long enough */
 	bool			 in_eof;
 
 	uint8_t			 ier, lcr, mcr, scr, fcr, dll, dlm;
@@ -83,6 +85,7 @@ struct uart {
 };
 
 static void	uart_in_cb(int, short, void *);
+static void	uart_in_watch(struct uart *);
 
 /* Drive the IRQ line from the current interrupt state.  ISA IRQs are
  * edge triggered: a new interrupt is a new rising edge, so the line is
@@ -97,6 +100,8 @@ uart_update_irq(struct uart *u)
 	if (level == u->irq_level)
 		return;
 	u->irq_level = level;
+	log_debug("uart: irq %u %s (ier 0x%02x, rx %u, thre %d)", u->irq,
+	    level ? "up" : "down", u->ier, u->rx_len, u->thre_pending);
 	hv_irq_line(vm_hv(u->vm), u->irq, level);
 }
 
@@ -160,16 +165,50 @@ uart_rx_push(struct uart *u, uint8_t c)
 	u->rx_len++;
 }
 
-/* Watch the input fd only while the guest listens (its driver enabled
- * the receive interrupt: bytes sent before that would be lost to the
- * FIFO reset a driver does when it opens the port) and the FIFO has
- * room: back-pressure instead of dropping what the host sends. */
+/*
+ * Watch the input fd only while the guest listens and the FIFO has room
+ * (back-pressure instead of dropping what the host sends).  Listening
+ * means what it means to a modem: the terminal raised DTR, which Linux
+ * does when a tty on the port is opened, after the FIFO reset of the
+ * driver's start-up, and the receive interrupt is on.  That state must
+ * also last a moment: the driver's IRQ probe raises DTR and turns every
+ * interrupt on for a few accesses, reading RBR on the way, and bytes
+ * taken then would be lost.
+ */
+#define UART_LISTEN_SETTLE_US	20000
+
+static bool
+uart_listening(const struct uart *u)
+{
+	return u->in_fd >= 0 && !u->in_eof && (u->ier & IER_RDI) &&
+	    (u->mcr & MCR_DTR);
+}
+
+static void
+uart_settle_cb(void *arg)
+{
+	struct uart	*u = arg;
+
+	reactor_del_timer(u->settle);
+	u->settle = NULL;
+	u->settled = uart_listening(u);
+	uart_in_watch(u);
+}
+
 static void
 uart_in_watch(struct uart *u)
 {
-	bool	want = u->in_fd >= 0 && !u->in_eof && (u->ier & IER_RDI) &&
-	    u->rx_len < UART_RX_SIZE;
+	bool	want;
 
+	if (!uart_listening(u))
+		u->settled = false;
+	else if (!u->settled && u->settle == NULL) {
+		u->settle = reactor_add_timer(u->r, UART_LISTEN_SETTLE_US,
+		    false, uart_settle_cb, u);
+		if (u->settle == NULL)
+			log_warn("console input timer");
+	}
+	want = u->settled && u->rx_len < UART_RX_SIZE;
 	if (want && u->in_ev == NULL) {
 		u->in_ev = reactor_add_fd(u->r, u->in_fd, REACTOR_READ,
 		    uart_in_cb, u);
@@ -301,6 +340,7 @@ uart_write(struct uart *u, unsigned reg, uint8_t v)
 		break;
 	case UART_MCR:
 		u->mcr = v & 0x1f;
+		uart_in_watch(u);
 		break;
 	case UART_SCR:
 		u->scr = v;
