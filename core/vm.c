@@ -875,3 +875,97 @@ vm_exit_count(const struct vm *vm)
 {
 	return vm->nexits;
 }
+
+struct vm_ioeventfd {
+	struct reactor_eventfd	*efd;
+	uint64_t		 addr;
+	uint32_t		 len;
+	unsigned		 flags;
+	uint64_t		 data;
+};
+
+struct vm_irqfd {
+	struct reactor_eventfd	*efd;
+	uint32_t		 gsi;
+};
+
+struct vm_ioeventfd *
+vm_ioeventfd_add(struct vm *vm, uint64_t addr, uint32_t len, unsigned flags,
+    uint64_t data, reactor_eventfd_fn cb, void *arg)
+{
+	struct vm_ioeventfd	*io;
+	int			 error;
+
+	io = xcalloc(1, sizeof *io);
+	io->addr = addr;
+	io->len = len;
+	io->flags = flags;
+	io->data = data;
+	if ((io->efd = reactor_eventfd_create(vm->r, cb, arg)) == NULL) {
+		error = -errno;
+		goto err_free;
+	}
+	if ((error = hv_ioeventfd(vm->hv, reactor_eventfd_fd(io->efd), addr,
+	    len, flags, data)) != 0)
+		goto err_efd;
+	return io;
+
+err_efd:
+	reactor_eventfd_free(io->efd);
+err_free:
+	free(io);
+	errno = -error;
+	return NULL;
+}
+
+void
+vm_ioeventfd_del(struct vm *vm, struct vm_ioeventfd *io)
+{
+	if (io == NULL)
+		return;
+	hv_ioeventfd_remove(vm->hv, reactor_eventfd_fd(io->efd), io->addr,
+	    io->len, io->flags, io->data);
+	reactor_eventfd_free(io->efd);
+	free(io);
+}
+
+struct vm_irqfd *
+vm_irqfd_add(struct vm *vm, uint32_t gsi)
+{
+	struct vm_irqfd	*irq;
+	int		 error;
+
+	irq = xcalloc(1, sizeof *irq);
+	irq->gsi = gsi;
+	if ((irq->efd = reactor_eventfd_create(vm->r, NULL, NULL)) == NULL) {
+		error = -errno;
+		goto err_free;
+	}
+	if ((error = hv_irqfd(vm->hv, reactor_eventfd_fd(irq->efd), gsi,
+	    -1)) != 0)
+		goto err_efd;
+	return irq;
+
+err_efd:
+	reactor_eventfd_free(irq->efd);
+err_free:
+	free(irq);
+	errno = -error;
+	return NULL;
+}
+
+int
+vm_irqfd_raise(struct vm_irqfd *irq)
+{
+	return reactor_eventfd_signal(irq->efd);
+}
+
+void
+vm_irqfd_del(struct vm *vm, struct vm_irqfd *irq)
+{
+	if (irq == NULL)
+		return;
+	hv_irqfd_remove(vm->hv, reactor_eventfd_fd(irq->efd), irq->gsi);
+	reactor_eventfd_free(irq->efd);
+	free(irq);
+}

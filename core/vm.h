@@ -94,6 +94,24 @@ typedef void (*vm_mmio_fn)(void *opaque, uint64_t addr, bool write,
 int		 vm_mmio_register(struct vm *, uint64_t base, uint64_t len,
 		    vm_mmio_fn, void *opaque) WUR;
 
+/*
+ * The fast paths, hypervisor and reactor together.  An ioeventfd calls
+ * cb(count, arg) on the reactor thread after the guest wrote `len` bytes
+ * at MMIO address addr (only `data` with HV_IOEVENT_DATAMATCH; port I/O
+ * with HV_IOEVENT_PIO), without the vCPU leaving the kernel.  An irqfd
+ * raises gsi (edge) each time it is signalled, from any thread, without a
+ * trip through the reactor.  NULL + errno on failure.
+ */
+struct vm_ioeventfd;
+struct vm_irqfd;
+struct vm_ioeventfd *vm_ioeventfd_add(struct vm *, uint64_t addr,
+		    uint32_t len, unsigned flags, uint64_t data,
+		    reactor_eventfd_fn cb, void *arg);
+void		 vm_ioeventfd_del(struct vm *, struct vm_ioeventfd *);
+struct vm_irqfd	*vm_irqfd_add(struct vm *, uint32_t gsi);
+int		 vm_irqfd_raise(struct vm_irqfd *);
+void		 vm_irqfd_del(struct vm *, struct vm_irqfd *);
+
 /* The 8250 UART at 0x3f8 / IRQ 4 (core/uart.c). */
 struct uart	*uart_create(struct vm *, struct reactor *, uint16_t base,
 		    unsigned irq, int out_fd, int in_fd);

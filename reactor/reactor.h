@@ -127,4 +127,29 @@ void	reactor_waiter_init(struct reactor_waiter *);
 void	reactor_waiter_wait(struct reactor_waiter *);
 void	reactor_waiter_wake(struct reactor_waiter *);
 
+/*
+ * eventfds for the hypervisor's fast paths.  An ioeventfd (a guest write
+ * that KVM turns into an eventfd signal: a virtqueue kick) is created
+ * with a callback: the reactor watches it, drains the counter and calls
+ * cb(count, arg) on the reactor thread.  An irqfd (an eventfd KVM turns
+ * into a guest interrupt) is created without a callback and is only
+ * signalled.  Register the fd with the hypervisor (hv_ioeventfd,
+ * hv_irqfd) yourself: the reactor knows nothing of VMs.
+ */
+struct reactor_eventfd;
+typedef void (*reactor_eventfd_fn)(uint64_t count, void *arg);
+
+/* Create an eventfd (non-blocking, close-on-exec), watched when cb is
+ * not NULL.  NULL + errno on failure.  Reactor thread. */
+struct reactor_eventfd *reactor_eventfd_create(struct reactor *,
+	    reactor_eventfd_fn cb, void *arg);
+/* The file descriptor, to hand to the hypervisor. */
+int	reactor_eventfd_fd(const struct reactor_eventfd *);
+/* Add one to the counter (raise the irqfd's interrupt).  Any thread.
+ * Returns 0 or -errno. */
+int	reactor_eventfd_signal(struct reactor_eventfd *);
+/* Stop watching and close.  Reactor thread; unregister it from the
+ * hypervisor first. */
+void	reactor_eventfd_free(struct reactor_eventfd *);
+
 #endif /* SMX_REACTOR_H */

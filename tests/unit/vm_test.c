@@ -17,6 +17,7 @@
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -604,6 +605,78 @@ fail:
 	return TAP_FAIL;
 }
 
+/* ioeventfd and irqfd: a guest write KVM matches reaches the callback on
+ * the reactor with the count; a non-matching value or address does not;
+ * an irqfd raised from another thread reaches the hypervisor's gsi. */
+static uint64_t	iofd_total;
+static unsigned	iofd_calls;
+
+static void
+iofd_cb(uint64_t count, void *arg)
+{
+	iofd_total += count;
+	iofd_calls++;
+	(void)arg;
+}
+
+static void *
+raise_thread(void *arg)
+{
+	vm_irqfd_raise(arg);
+	return NULL;
+}
+
+static int
+t_fastpaths(void)
+{
+	struct vm_ioeventfd	*io = NULL, *io2 = NULL;
+	struct vm_irqfd		*irq = NULL;
+	pthread_t		 th;
+	unsigned		 i;
+
+	iofd_total = iofd_calls = 0;
+	if (tvm_up(1, false) != 0)
+		goto fail;
+	io = vm_ioeventfd_add(T.vm, 0xd0000050, 4, HV_IOEVENT_DATAMATCH, 3,
+	    iofd_cb, NULL);
+	CHECK(io != NULL);
+	io2 = vm_ioeventfd_add(T.vm, 0xd0001050, 4, 0, 0, iofd_cb, NULL);
+	CHECK(io2 != NULL);
+	/* Same address and value twice is refused, as KVM does. */
+	CHECK(vm_ioeventfd_add(T.vm, 0xd0000050, 4, HV_IOEVENT_DATAMATCH, 3,
+	    iofd_cb, NULL) == NULL && errno == EEXIST);
+	CHECK(!hv_fake_guest_write(T.hv, 0xd0000050, 4, 2));
+	CHECK(hv_fake_guest_write(T.hv, 0xd0000050, 4, 3));
+	CHECK(hv_fake_guest_write(T.hv, 0xd0000050, 4, 3));
+	CHECK(hv_fake_guest_write(T.hv, 0xd0001050, 4, 12345));
+	for (i = 0; i < 100 && iofd_total < 3; i++)
+		run_for(&T, 10000);
+	CHECK(iofd_total == 3);
+	CHECK(iofd_calls >= 2 && iofd_calls <= 3);
+	vm_ioeventfd_del(T.vm, io);
+	io = NULL;
+	CHECK(!hv_fake_guest_write(T.hv, 0xd0000050, 4, 3));
+
+	irq = vm_irqfd_add(T.vm, 17);
+	CHECK(irq != NULL);
+	CHECK(pthread_create(&th, NULL, raise_thread, irq) == 0);
+	pthread_join(th, NULL);
+	CHECK(vm_irqfd_raise(irq) == 0);
+	CHECK(hv_fake_irqfd_fired(T.hv, 17) == 2);
+	vm_irqfd_del(T.vm, irq);
+	irq = NULL;
+	vm_ioeventfd_del(T.vm, io2);
+	io2 = NULL;
+	CHECK(tvm_down() == 0);
+	return TAP_PASS;
+fail:
+	vm_irqfd_del(T.vm, irq);
+	vm_ioeventfd_del(T.vm, io);
+	vm_ioeventfd_del(T.vm, io2);
+	tvm_down();
+	return TAP_FAIL;
+}
+
 /* Host console input shows up as LSR.DR and RBR bytes in order, with
  * IRQ 4 raised while IER = RDI and data waits. */
 static int
@@ -619,6 +692,18 @@ t_uart_input(void)
 	CHECK(hv_fake_irq_level(T.hv, UART_IRQ, &edges) == 0 && edges == 0);
 	CHECK_IN(COM1 + 5, 1, 0x60);
 	CHECK(write(T.in[1], msg, 3) == 3);
+	/* No DTR yet: nobody has the tty open, so input waits on the host
+	 * (as it must through Linux's IRQ probe and FIFO reset). */
+	run_for(&T, 100000);
+	CHECK(hv_fake_irq_level(T.hv, UART_IRQ, &edges) == 0 && edges == 0);
+	CHECK_IN(COM1 + 5, 1, 0x60);
+	/* A probe-like blip of DTR takes nothing either. */
+	CHECK(out(&T, COM1 + 4, 1, 0x0b) == 0);
+	CHECK(out(&T, COM1 + 4, 1, 0x08) == 0);
+	run_for(&T, 100000);
+	CHECK_IN(COM1 + 5, 1, 0x60);
+	/* The tty opens: DTR | RTS | OUT2. */
+	CHECK(out(&T, COM1 + 4, 1, 0x0b) == 0);
 	/* The reactor reads the pipe on its own schedule. */
 	for (i = 0; i < 200 && hv_fake_irq_level(T.hv, UART_IRQ, NULL) == 0;
 	    i++)
@@ -1242,6 +1327,7 @@ static const struct tap_case cases[] = {
 	{ "uart: LSR, SCR, IER, DLAB, loopback", t_uart_registers },
 	{ "uart: IIR and IRQ 4 edges for THRE", t_uart_thre_irq },
 	{ "uart: console input on RBR with IRQ 4", t_uart_input },
+	{ "ioeventfd and irqfd fast paths", t_fastpaths },
 	{ "cmos: RTC in BCD 24h with the host UTC time", t_cmos_rtc },
 	{ "legacy: i8042 0xfe ends with reboot", t_i8042_reset },
 	{ "legacy: 0xcf9 0x06 ends with reboot", t_cf9_reset },

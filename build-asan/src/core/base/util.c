@@ -1,0 +1,92 @@
+/*
+ * Small host helpers: whole-file reads, the state directory, the clock.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/base/base.h"
+
+int
+read_file(const char *path, size_t maxlen, uint8_t **bufp, size_t *lenp)
+{
+	struct stat	 st;
+	uint8_t		*buf;
+	size_t		 done = 0;
+	ssize_t		 n;
+	int		 fd, error;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return -errno;
+	if (fstat(fd, &st) == -1) {
+		error = -errno;
+		goto err_close;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		error = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+		goto err_close;
+	}
+	if ((uint64_t)st.st_size > maxlen) {
+		error = -EFBIG;
+		goto err_close;
+	}
+	buf = xmalloc(st.st_size + 1);
+	while (done < (size_t)st.st_size) {
+		n = read(fd, buf + done, st.st_size - done);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			error = n == 0 ? -EIO : -errno;
+			free(buf);
+			goto err_close;
+		}
+		done += n;
+	}
+	buf[done] = '\0';
+	close(fd);
+	*bufp = buf;
+	*lenp = done;
+	return 0;
+
+err_close:
+	close(fd);
+	return error;
+}
+
+const char *
+smx_home(void)
+{
+	static char	*home;
+	const char	*env, *h;
+	struct passwd	*pw;
+
+	if (home != NULL)
+		return home;
+	if ((env = getenv("SMX_HOME")) != NULL && *env != '\0')
+		home = xstrdup(env);
+	else if (geteuid() == 0)
+		home = xstrdup("/var/lib/smx");
+	else {
+		if ((h = getenv("HOME")) == NULL || *h == '\0') {
+			pw = getpwuid(geteuid());
+			h = pw != NULL ? pw->pw_dir : "/tmp";
+		}
+		xasprintf(&home, "%s/.local/share/smx", h);
+	}
+	return home;
+}
+
+uint64_t
+now_ns(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}

@@ -1,0 +1,210 @@
+/*
+ * smx boot: boot a kernel in a microVM with the serial console on stdout
+ * (or a file), and exit with a status that says how the guest ended.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/base/base.h"
+#include "core/cli/cli.h"
+#include "core/smx.h"
+
+/* Exit statuses for the ways a guest ends. */
+#define BOOT_EXIT_POWEROFF	0
+#define BOOT_EXIT_REBOOT	3
+#define BOOT_EXIT_TRIPLE_FAULT	4
+#define BOOT_EXIT_CRASH		5
+
+void
+cmd_boot_usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: smx boot [--kernel FILE] [--initrd FILE] [--cmdline STRING]\n"
+	    "                [--append STRING] [--memory MiB] [--cpus N]\n"
+	    "                [--console FILE]\n\n"
+	    "Boot a Linux kernel (an uncompressed vmlinux through its PVH entry,\n"
+	    "or a bzImage) in a microVM.  The serial console (ttyS0) is\n"
+	    "connected to stdout and, when stdin is not a terminal, stdin.\n\n"
+	    "  --kernel FILE     kernel to boot (default: the smx guest kernel,\n"
+	    "                    %s)\n"
+	    "  --initrd FILE     initial ramdisk\n"
+	    "  --cmdline STRING  kernel command line (default: \"%s\")\n"
+	    "  --append STRING   add to the command line\n"
+	    "  --memory MiB      guest memory, 16 to 1048576 (default 256)\n"
+	    "  --cpus N          vCPUs, 1 to 8 (default 1)\n"
+	    "  --console FILE    write the console to FILE instead of stdout\n\n"
+	    "exit status: 0 the guest powered off or halted, 3 it rebooted,\n"
+	    "4 it triple-faulted, 5 the hypervisor failed, 128+N stopped by\n"
+	    "signal N, 1 smx could not start it, 2 bad usage.\n",
+	    cli_kernel_path(), smx_default_cmdline());
+}
+
+/* Guest console input: stdin when it is a pipe or socket.  A terminal
+ * stays the user's (the guest's console is output-only there) and a
+ * regular file or /dev/null cannot be polled. */
+static int
+console_input(void)
+{
+	struct stat	st;
+
+	if (fstat(STDIN_FILENO, &st) == -1)
+		return -1;
+	if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode))
+		return STDIN_FILENO;
+	return -1;
+}
+
+int
+cmd_boot(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "kernel",	required_argument, NULL, 'k' },
+		{ "initrd",	required_argument, NULL, 'i' },
+		{ "cmdline",	required_argument, NULL, 'c' },
+		{ "append",	required_argument, NULL, 'a' },
+		{ "memory",	required_argument, NULL, 'm' },
+		{ "cpus",	required_argument, NULL, 'n' },
+		{ "console",	required_argument, NULL, 'o' },
+		{ "help",	no_argument,	   NULL, 'h' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct smx_boot_opts	 o;
+	struct smx		*smx;
+	struct smx_vm		*vm;
+	unsigned long long	 n;
+	const char		*cmdline = NULL, *append = NULL, *why;
+	char			*full = NULL, err[256];
+	int			 ch, error, status, console_fd = -1, sig;
+	enum smx_end		 end;
+
+	smx_boot_opts_init(&o);
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'k':
+			o.kernel = optarg;
+			break;
+		case 'i':
+			o.initrd = optarg;
+			break;
+		case 'c':
+			cmdline = optarg;
+			break;
+		case 'a':
+			append = optarg;
+			break;
+		case 'm':
+			if (cli_number(optarg, 16, 1ULL << 20, &n) != 0) {
+				fprintf(stderr, "smx boot: --memory %s: "
+				    "give MiB from 16 to 1048576\n", optarg);
+				return CLI_EXIT_USAGE;
+			}
+			o.memory_mib = n;
+			break;
+		case 'n':
+			if (cli_number(optarg, 1, 8, &n) != 0) {
+				fprintf(stderr, "smx boot: --cpus %s: give 1 "
+				    "to 8\n", optarg);
+				return CLI_EXIT_USAGE;
+			}
+			o.cpus = (uint32_t)n;
+			break;
+		case 'o':
+			console_fd = open(optarg, O_WRONLY | O_CREAT | O_TRUNC |
+			    O_CLOEXEC, 0644);
+			if (console_fd == -1) {
+				fprintf(stderr, "smx boot: --console %s: %s\n",
+				    optarg, strerror(errno));
+				return CLI_EXIT_ERROR;
+			}
+			o.console_fd = console_fd;
+			break;
+		case 'h':
+			cmd_boot_usage(stdout);
+			return CLI_EXIT_OK;
+		default:
+			cmd_boot_usage(stderr);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "smx boot: unexpected argument '%s'\n",
+		    argv[optind]);
+		return CLI_EXIT_USAGE;
+	}
+	if (o.kernel == NULL) {
+		o.kernel = cli_kernel_path();
+		if (access(o.kernel, R_OK) != 0) {
+			fprintf(stderr, "smx boot: no --kernel given and the "
+			    "smx guest kernel is not built (%s): run "
+			    "tools/bootstrap\n", o.kernel);
+			return CLI_EXIT_ERROR;
+		}
+	}
+	if (cmdline == NULL)
+		cmdline = smx_default_cmdline();
+	if (append != NULL)
+		xasprintf(&full, "%s %s", cmdline, append);
+	o.cmdline = full != NULL ? full : cmdline;
+	o.console_in_fd = console_input();
+
+	if (smx_kvm_probe(&why) == SMX_KVM_ABSENT) {
+		fprintf(stderr, "smx boot: KVM is not available: %s\n", why);
+		status = CLI_EXIT_ERROR;
+		goto out;
+	}
+	if ((error = smx_open(&smx, SMX_OPEN_SIGNALS)) != 0) {
+		fprintf(stderr, "smx boot: %s\n", strerror(-error));
+		status = CLI_EXIT_ERROR;
+		goto out;
+	}
+	if ((error = smx_boot(smx, &o, &vm, err, sizeof err)) != 0) {
+		fprintf(stderr, "smx boot: %s\n", err);
+		smx_close(smx);
+		status = CLI_EXIT_ERROR;
+		goto out;
+	}
+	if ((error = smx_run(smx)) != 0)
+		fprintf(stderr, "smx boot: event loop: %s\n", strerror(-error));
+	end = smx_vm_end(vm);
+	log_info("guest ended: %s (%s)", smx_end_name(end),
+	    smx_vm_end_detail(vm));
+	switch (end) {
+	case SMX_END_POWEROFF:
+		status = BOOT_EXIT_POWEROFF;
+		break;
+	case SMX_END_REBOOT:
+		status = BOOT_EXIT_REBOOT;
+		break;
+	case SMX_END_TRIPLE_FAULT:
+		status = BOOT_EXIT_TRIPLE_FAULT;
+		break;
+	case SMX_END_STOPPED:
+		sig = smx_stop_signal(smx);
+		status = sig != 0 ? 128 + sig : CLI_EXIT_ERROR;
+		break;
+	default:
+		fprintf(stderr, "smx boot: the guest could not go on: %s\n",
+		    smx_vm_end_detail(vm));
+		if (smx_kvm_probe(NULL) == SMX_KVM_PVM)
+			fprintf(stderr, "smx boot: this host's KVM is PVM, "
+			    "which cannot run a Linux kernel; run it under "
+			    "tools/kvm-harness\n");
+		status = BOOT_EXIT_CRASH;
+		break;
+	}
+	smx_vm_free(vm);
+	smx_close(smx);
+out:
+	if (console_fd != -1)
+		close(console_fd);
+	free(full);
+	return status;
+}

@@ -1,0 +1,125 @@
+/*
+ * smx: the command-line client of libsmx.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "core/base/base.h"
+#include "core/cli/cli.h"
+#include "core/kernel_key.h"
+#include "core/smx.h"
+
+static const struct cli_cmd cmds[] = {
+	{ "boot", cmd_boot, cmd_boot_usage,
+	    "boot a kernel (and initrd) in a microVM" },
+	{ "doctor", cmd_doctor, cmd_doctor_usage,
+	    "show what this host offers smx and what is missing" },
+};
+
+static void
+usage(FILE *f)
+{
+	size_t	i;
+
+	fprintf(f, "usage: smx [-v | -q] COMMAND [ARGS...]\n"
+	    "       smx --help | --version\n\n"
+	    "Run Linux guests as KVM microVMs.\n\ncommands:\n");
+	for (i = 0; i < ARRAY_SIZE(cmds); i++)
+		fprintf(f, "  %-10s %s\n", cmds[i].name, cmds[i].summary);
+	fprintf(f, "\nglobal options:\n"
+	    "  -v, --verbose   more messages (twice: debug)\n"
+	    "  -q, --quiet     errors only\n\n"
+	    "'smx COMMAND --help' describes a command.  State lives in\n"
+	    "$SMX_HOME (default /var/lib/smx as root, else ~/.local/share/smx).\n");
+}
+
+static const struct cli_cmd *
+find_cmd(const char *name)
+{
+	size_t	i;
+
+	for (i = 0; i < ARRAY_SIZE(cmds); i++)
+		if (strcmp(cmds[i].name, name) == 0)
+			return &cmds[i];
+	return NULL;
+}
+
+const char *
+cli_kernel_path(void)
+{
+	static char	*path;
+
+	if (path == NULL)
+		xasprintf(&path, "%s/kernel/vmlinux-%s", smx_home(),
+		    SMX_KERNEL_KEY);
+	return path;
+}
+
+int
+cli_number(const char *s, unsigned long long min, unsigned long long max,
+    unsigned long long *out)
+{
+	unsigned long long	 v;
+	char			*end;
+
+	if (s == NULL || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	const struct cli_cmd	*cmd;
+	int			 level = LOG_NORMAL, i;
+
+	log_init("smx", LOG_NORMAL);
+	for (i = 1; i < argc && argv[i][0] == '-'; i++) {
+		if (strcmp(argv[i], "-v") == 0 ||
+		    strcmp(argv[i], "--verbose") == 0)
+			level++;
+		else if (strcmp(argv[i], "-vv") == 0)
+			level += 2;
+		else if (strcmp(argv[i], "-q") == 0 ||
+		    strcmp(argv[i], "--quiet") == 0)
+			level = LOG_QUIET;
+		else if (strcmp(argv[i], "-h") == 0 ||
+		    strcmp(argv[i], "--help") == 0) {
+			usage(stdout);
+			return CLI_EXIT_OK;
+		} else if (strcmp(argv[i], "--version") == 0) {
+			printf("smx %s\n", PACKAGE_VERSION);
+			return CLI_EXIT_OK;
+		} else {
+			fprintf(stderr, "smx: unknown option %s\n", argv[i]);
+			usage(stderr);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	log_init("smx", level);
+	if (i == argc) {
+		usage(stderr);
+		return CLI_EXIT_USAGE;
+	}
+	if (strcmp(argv[i], "help") == 0) {
+		if (i + 1 < argc && (cmd = find_cmd(argv[i + 1])) != NULL) {
+			cmd->usage(stdout);
+			return CLI_EXIT_OK;
+		}
+		usage(stdout);
+		return CLI_EXIT_OK;
+	}
+	if ((cmd = find_cmd(argv[i])) == NULL) {
+		fprintf(stderr, "smx: unknown command '%s' (see smx --help)\n",
+		    argv[i]);
+		return CLI_EXIT_USAGE;
+	}
+	return cmd->main(argc - i, argv + i);
+}

@@ -1,0 +1,100 @@
+/*
+ * libsmx: run microVMs from your own program.
+ *
+ * A struct smx is a runtime: one reactor (event loop) serving any number
+ * of machines; call smx_run() on the thread that should own it.  Every
+ * function returns 0 or a negative errno unless it says otherwise.
+ * Option structs carry their own size so they can grow without breaking
+ * callers: always fill them with the matching *_init() function first.
+ *
+ * Threads: every function is called on the thread that calls smx_run(),
+ * or before smx_run() is called.
+ */
+#ifndef SMX_H
+#define SMX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SMX_API_VERSION	1
+
+struct smx;
+struct smx_vm;
+
+/* How a machine ended. */
+enum smx_end {
+	SMX_END_RUNNING = 0,	/* not ended yet */
+	SMX_END_POWEROFF,	/* the guest powered off or halted */
+	SMX_END_REBOOT,		/* the guest asked for a reset */
+	SMX_END_TRIPLE_FAULT,	/* the guest triple-faulted */
+	SMX_END_CRASH,		/* the hypervisor could not go on */
+	SMX_END_STOPPED,	/* the host stopped it */
+};
+
+/* What kind of KVM this host has. */
+enum smx_kvm {
+	SMX_KVM_ABSENT = 0,
+	SMX_KVM_HARDWARE,	/* VT-x / AMD-V */
+	SMX_KVM_PVM,		/* KVM without hardware virtualization */
+};
+
+/* The library's version string, e.g. "0.1.0". */
+const char	*smx_version(void);
+/* A short lowercase name for an end ("poweroff", "reboot", ...). */
+const char	*smx_end_name(enum smx_end);
+/* The host's KVM; *why (optional) says what is missing when absent. */
+enum smx_kvm	 smx_kvm_probe(const char **why);
+
+#define SMX_OPEN_SIGNALS	0x1	/* SIGINT/SIGTERM stop every VM */
+
+/* Create a runtime. */
+int	smx_open(struct smx **, unsigned flags);
+/* Free a runtime; every machine must have been freed. */
+void	smx_close(struct smx *);
+/* Run until every machine started in this runtime has ended (or until
+ * none was started).  Returns 0 or -errno. */
+int	smx_run(struct smx *);
+/* The signal that stopped the machines (SMX_OPEN_SIGNALS), or 0. */
+int	smx_stop_signal(const struct smx *);
+
+struct smx_boot_opts {
+	size_t		 size;		/* sizeof(struct smx_boot_opts) */
+	const char	*kernel;	/* vmlinux (PVH) or bzImage */
+	const char	*initrd;	/* NULL for none */
+	const char	*cmdline;	/* NULL: console=ttyS0 and friends */
+	uint32_t	 cpus;		/* 1..8, default 1 */
+	uint64_t	 memory_mib;	/* default 256 */
+	int		 console_fd;	/* serial output; default 1 (stdout) */
+	int		 console_in_fd;	/* serial input or -1 (default) */
+};
+
+/* Fill *o with defaults. */
+void	smx_boot_opts_init(struct smx_boot_opts *o);
+/* The command line used when opts->cmdline is NULL. */
+const char *smx_default_cmdline(void);
+
+/*
+ * Create and start a machine booting a Linux kernel (or any ELF with a
+ * PVH entry note).  On failure returns -errno and, when err is not NULL,
+ * a one-line reason in err.
+ */
+int	smx_boot(struct smx *, const struct smx_boot_opts *,
+	    struct smx_vm **, char *err, size_t errlen);
+/* Ask a machine to stop; it ends with SMX_END_STOPPED. */
+void	smx_vm_stop(struct smx_vm *);
+/* How the machine ended (SMX_END_RUNNING while it runs). */
+enum smx_end	 smx_vm_end(const struct smx_vm *);
+/* A one-line detail of the end ("i8042 reset", "triple fault"). */
+const char	*smx_vm_end_detail(const struct smx_vm *);
+/* Free a machine that has ended. */
+void	smx_vm_free(struct smx_vm *);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SMX_H */

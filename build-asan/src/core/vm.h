@@ -1,0 +1,110 @@
+/*
+ * The VM object: guest RAM, vCPU threads, the port-I/O and MMIO buses,
+ * and the end-of-life of a machine.  Private to core/.
+ *
+ * Threads: everything here is called on the reactor thread except where
+ * a comment says otherwise.  vCPU threads only run the guest and post
+ * exits into their ring; every device handler runs on the reactor.
+ */
+#ifndef SMX_VM_H
+#define SMX_VM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/base/base.h"
+#include "core/boot.h"
+#include "hv/hv.h"
+#include "reactor/reactor.h"
+
+struct vm;
+struct uart;
+struct legacy;
+
+/* How a machine ended.  The order is the public enum smx_end's. */
+enum vm_end {
+	VM_END_NONE = 0,
+	VM_END_POWEROFF,	/* halted for good, or a power-off request */
+	VM_END_REBOOT,		/* i8042 / port 0xcf9 / system reset */
+	VM_END_TRIPLE_FAULT,	/* shutdown exit */
+	VM_END_CRASH,		/* the hypervisor could not go on */
+	VM_END_STOPPED,		/* the host stopped it */
+};
+
+const char	*vm_end_name(enum vm_end);
+
+struct vm_config {
+	const char	*kernel;
+	const char	*initrd;
+	const char	*cmdline;
+	unsigned	 ncpus;		/* 1..HV_MAX_VCPUS */
+	uint64_t	 memory_mib;
+	int		 console_fd;	/* UART output goes here */
+	int		 console_in_fd;	/* -1, or guest console input */
+};
+
+typedef void (*vm_end_fn)(struct vm *, enum vm_end, void *arg);
+
+/*
+ * Build a machine from *cfg: RAM, hypervisor VM and vCPUs, devices, the
+ * kernel loaded; nothing runs yet.  On failure returns NULL and writes a
+ * one-line reason into err.
+ */
+struct vm	*vm_create(struct reactor *, const struct vm_config *,
+		    char *err, size_t errlen);
+/* Start the vCPU threads.  end_cb runs once on the reactor thread when
+ * the machine has ended and every vCPU thread has been joined. */
+int		 vm_start(struct vm *, vm_end_fn end_cb, void *arg) WUR;
+/* Ask the machine to end with `why` (VM_END_STOPPED from the host).
+ * Idempotent; end_cb follows asynchronously. */
+void		 vm_stop(struct vm *, enum vm_end why);
+/* Free a machine that never started or has ended. */
+void		 vm_free(struct vm *);
+
+/*
+ * Pause: every vCPU leaves the guest and parks; cb runs on the reactor
+ * thread once all are parked.  vm_resume() lets them run again.  Used
+ * by snapshots.
+ */
+typedef void (*vm_paused_fn)(struct vm *, void *arg);
+int		 vm_pause(struct vm *, vm_paused_fn cb, void *arg) WUR;
+void		 vm_resume(struct vm *);
+bool		 vm_paused(const struct vm *);
+
+/* Details of the machine, for the CLI and tests. */
+const struct boot_entry	*vm_boot_entry(const struct vm *);
+const char	*vm_end_detail(const struct vm *);
+struct hv	*vm_hv(struct vm *);
+struct gmem	*vm_gmem(struct vm *);
+uint64_t	 vm_exit_count(const struct vm *);
+
+/*
+ * The port-I/O bus.  A handler owns [base, base + len).  Reads fill
+ * `size` bytes of data; unclaimed reads return all ones (an empty ISA
+ * bus) and unclaimed writes are ignored.  Handlers run on the reactor.
+ */
+typedef void (*vm_pio_fn)(void *opaque, uint16_t port, bool write,
+	    uint8_t *data, uint8_t size);
+int		 vm_pio_register(struct vm *, uint16_t base, uint16_t len,
+		    vm_pio_fn, void *opaque) WUR;
+
+/* The MMIO bus, same rules, for windows that are not guest RAM. */
+typedef void (*vm_mmio_fn)(void *opaque, uint64_t addr, bool write,
+	    uint8_t *data, uint8_t len);
+int		 vm_mmio_register(struct vm *, uint64_t base, uint64_t len,
+		    vm_mmio_fn, void *opaque) WUR;
+
+/* The 8250 UART at 0x3f8 / IRQ 4 (core/uart.c). */
+struct uart	*uart_create(struct vm *, struct reactor *, uint16_t base,
+		    unsigned irq, int out_fd, int in_fd);
+void		 uart_flush(struct uart *);
+void		 uart_free(struct uart *);
+
+/* Legacy PC ports a kernel touches: CMOS RTC, i8042 reset, 0xcf9
+ * reset, POST port (core/legacy.c). */
+struct legacy	*legacy_create(struct vm *);
+void		 legacy_free(struct legacy *);
+/* Called by the legacy devices: the guest asked for a reset. */
+void		 vm_request_end(struct vm *, enum vm_end, const char *detail);
+
+#endif /* SMX_VM_H */
