@@ -46,6 +46,15 @@ tap_diag(const char *fmt, ...)
 	}								\
 } while (0)
 
+/* The same, for cases that clean up: jump to `label` instead. */
+#define TAP_CHECK_GOTO(cond, label) do {				\
+	if (!(cond)) {							\
+		tap_diag("%s:%d: check failed: %s", __FILE__, __LINE__,	\
+		    #cond);						\
+		goto label;						\
+	}								\
+} while (0)
+
 static inline int
 tap_run(const struct tap_case *cases, size_t n, unsigned timeout_s)
 {

@@ -489,8 +489,7 @@ pvh_case(unsigned flags)
 		tap_diag("boot_load: %d %s", rc, err);
 		goto out;
 	}
-#define CHECK(c) do { if (!(c)) { tap_diag("%s:%d: %s", __FILE__,	\
-	__LINE__, #c); goto out; } } while (0)
+#define CHECK(c) TAP_CHECK_GOTO(c, out)
 	CHECK(be.mode == BOOT_PVH);
 	CHECK(be.entry == T_ENTRY);
 	CHECK(be.arg == LAYOUT_START_INFO);
@@ -622,8 +621,7 @@ t_bzimage_load(void)
 		tap_diag("boot_load: %d %s", rc, err);
 		goto out;
 	}
-#define CHECK(c) do { if (!(c)) { tap_diag("%s:%d: %s", __FILE__,	\
-	__LINE__, #c); goto out; } } while (0)
+#define CHECK(c) TAP_CHECK_GOTO(c, out)
 	CHECK(be.mode == BOOT_LINUX64);
 	CHECK(be.entry == 0x100000 + 0x200);
 	CHECK(be.arg == LAYOUT_BOOT_PARAMS);
@@ -1266,8 +1264,7 @@ t_high_memory(void)
 	spec.initrd = ipath;
 	spec.ncpus = 8;
 	spec.ram_size = 4 * GiB;
-#define CHECK(c) do { if (!(c)) { tap_diag("%s:%d: %s", __FILE__,	\
-	__LINE__, #c); goto out; } } while (0)
+#define CHECK(c) TAP_CHECK_GOTO(c, out)
 	if ((rc = boot_load(&vm.mem, &spec, &be, err, sizeof(err))) != 0) {
 		tap_diag("boot_load (PVH): %d %s", rc, err);
 		goto out;

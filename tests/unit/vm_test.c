@@ -452,13 +452,7 @@ console_read(char *buf, size_t len)
 	}								\
 } while (0)
 
-#define CHECK(cond) do {						\
-	if (!(cond)) {							\
-		tap_diag("%s:%d: check failed: %s", __FILE__, __LINE__,	\
-		    #cond);						\
-		goto fail;						\
-	}								\
-} while (0)
+#define CHECK(cond) TAP_CHECK_GOTO(cond, fail)
 
 /* Bytes written to THR, by single OUTs and by a REP OUTSB longer than
  * an asynchronous write, reach the console in order. */
