@@ -1,11 +1,15 @@
 /*
  * libsmx: the public API over the VM object and the reactor.
  */
+#include <sys/stat.h>
+
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "core/smx.h"
@@ -22,6 +26,8 @@ struct smx {
 struct smx_vm {
 	struct smx		*smx;
 	struct vm		*vm;
+	char			*rundir;	/* ours to remove, or NULL */
+	char			*vsock;
 	enum smx_end		 end;
 	char			 detail[128];
 	struct smx_vm		*next;
@@ -133,6 +139,69 @@ smx_boot_opts_init(struct smx_boot_opts *o)
 	o->memory_mib = 256;
 	o->console_fd = 1;
 	o->console_in_fd = -1;
+	o->devices = SMX_DEV_RNG | SMX_DEV_BALLOON | SMX_DEV_VSOCK;
+}
+
+/* Where machines keep their sockets: $SMX_RUNDIR, else /run/smx as root
+ * (tmpfs, gone at reboot like the sockets' owners), else
+ * $XDG_RUNTIME_DIR/smx, else $SMX_HOME/run.  Not $SMX_HOME itself as
+ * root: it may sit on a filesystem without Unix sockets (9p, NFS). */
+static char *
+run_base(void)
+{
+	const char	*env;
+	char		*base;
+
+	if ((env = getenv("SMX_RUNDIR")) != NULL && *env != '\0')
+		return xstrdup(env);
+	if (geteuid() == 0)
+		return xstrdup("/run/smx");
+	if ((env = getenv("XDG_RUNTIME_DIR")) != NULL && *env != '\0')
+		xasprintf(&base, "%s/smx", env);
+	else
+		xasprintf(&base, "%s/run", smx_home());
+	return base;
+}
+
+/* A fresh private directory for one machine's sockets.  NULL + errno. */
+static char *
+make_rundir(void)
+{
+	static unsigned	 seq;
+	char		*run, *dir = NULL;
+	int		 saved;
+
+	run = run_base();
+	if (mkdir(run, 0755) == -1 && errno != EEXIST)
+		goto out;
+	xasprintf(&dir, "%s/vm-%ld-%u", run, (long)getpid(), seq++);
+	if (mkdir(dir, 0700) == -1 && errno != EEXIST) {
+		saved = errno;
+		free(dir);
+		dir = NULL;
+		errno = saved;
+	}
+out:
+	saved = errno;
+	free(run);
+	errno = saved;
+	return dir;
+}
+
+/* Remove a run directory and the sockets left in it. */
+static void
+remove_rundir(const char *dir)
+{
+	DIR		*d;
+	struct dirent	*e;
+
+	if ((d = opendir(dir)) != NULL) {
+		while ((e = readdir(d)) != NULL)
+			if (e->d_name[0] != '.')
+				unlinkat(dirfd(d), e->d_name, 0);
+		closedir(d);
+	}
+	rmdir(dir);
 }
 
 const char *
@@ -180,7 +249,37 @@ smx_boot(struct smx *smx, const struct smx_boot_opts *o, struct smx_vm **out,
 		snprintf(err, errlen, "no kernel given");
 		return -EINVAL;
 	}
+	if (opts.ndisks > VM_MAX_DISKS) {
+		snprintf(err, errlen, "%u disks: at most %d", opts.ndisks,
+		    VM_MAX_DISKS);
+		return -EINVAL;
+	}
+	v = xcalloc(1, sizeof *v);
+	v->smx = smx;
 	memset(&cfg, 0, sizeof cfg);
+	cfg.rng = (opts.devices & SMX_DEV_RNG) != 0;
+	cfg.balloon = (opts.devices & SMX_DEV_BALLOON) != 0;
+	cfg.hvc = (opts.devices & SMX_DEV_HVC) != 0;
+	cfg.hvc_fd = opts.console_fd;
+	if (opts.devices & SMX_DEV_VSOCK) {
+		if (opts.vsock_path != NULL)
+			v->vsock = xstrdup(opts.vsock_path);
+		else if ((v->rundir = make_rundir()) != NULL)
+			xasprintf(&v->vsock, "%s/vsock", v->rundir);
+		else {
+			snprintf(err, errlen, "cannot create the machine's run "
+			    "directory (set SMX_RUNDIR?): %s", strerror(errno));
+			error = -errno;
+			goto err_free;
+		}
+		cfg.vsock_path = v->vsock;
+		cfg.vsock_cid = opts.vsock_cid;
+	}
+	for (unsigned i = 0; i < opts.ndisks; i++) {
+		cfg.disks[i].path = opts.disks[i].path;
+		cfg.disks[i].readonly = opts.disks[i].readonly != 0;
+	}
+	cfg.ndisks = opts.ndisks;
 	cfg.kernel = opts.kernel;
 	cfg.initrd = opts.initrd;
 	cfg.cmdline = opts.cmdline != NULL ? opts.cmdline : default_cmdline;
@@ -189,24 +288,35 @@ smx_boot(struct smx *smx, const struct smx_boot_opts *o, struct smx_vm **out,
 	cfg.console_fd = opts.console_fd;
 	cfg.console_in_fd = opts.console_in_fd;
 
-	v = xcalloc(1, sizeof *v);
-	v->smx = smx;
 	if ((v->vm = vm_create(smx->r, &cfg, err, errlen)) == NULL) {
-		free(v);
-		return -EINVAL;
+		error = -EINVAL;
+		goto err_free;
 	}
 	if ((error = vm_start(v->vm, smx_vm_end_cb, v)) != 0) {
 		snprintf(err, errlen, "cannot start the machine: %s",
 		    strerror(-error));
-		vm_free(v->vm);
-		free(v);
-		return error;
+		goto err_free;
 	}
 	smx->running++;
 	v->next = smx->vms;
 	smx->vms = v;
 	*out = v;
 	return 0;
+
+err_free:
+	vm_free(v->vm);
+	if (v->rundir != NULL)
+		remove_rundir(v->rundir);
+	free(v->rundir);
+	free(v->vsock);
+	free(v);
+	return error;
+}
+
+const char *
+smx_vm_vsock_path(const struct smx_vm *v)
+{
+	return v->vsock;
 }
 
 void
@@ -243,5 +353,9 @@ smx_vm_free(struct smx_vm *v)
 		}
 	}
 	vm_free(v->vm);
+	if (v->rundir != NULL)
+		remove_rundir(v->rundir);
+	free(v->rundir);
+	free(v->vsock);
 	free(v);
 }

@@ -70,6 +70,25 @@ struct smx_boot_opts {
 	uint64_t	 memory_mib;	/* default 256 */
 	int		 console_fd;	/* serial output; default 1 (stdout) */
 	int		 console_in_fd;	/* serial input or -1 (default) */
+	/* virtio devices (SMX_DEV_*); default RNG | BALLOON | VSOCK. */
+	unsigned	 devices;
+	/* The vsock's host Unix socket; NULL: "vsock" in the machine's
+	 * run directory (removed with the machine) under $SMX_RUNDIR, or
+	 * /run/smx as root, or $XDG_RUNTIME_DIR/smx, or $SMX_HOME/run. */
+	const char	*vsock_path;
+	uint64_t	 vsock_cid;	/* guest CID, default 3 */
+	const struct smx_disk *disks;	/* virtio-blk disks, in order */
+	unsigned	 ndisks;	/* at most 4 */
+};
+
+#define SMX_DEV_RNG	0x1	/* virtio-rng fed by getrandom() */
+#define SMX_DEV_BALLOON	0x2	/* virtio-balloon */
+#define SMX_DEV_VSOCK	0x4	/* virtio-vsock, hybrid Unix socket */
+#define SMX_DEV_HVC	0x8	/* virtio-console (hvc0) on console_fd */
+
+struct smx_disk {
+	const char	*path;		/* raw image or block device */
+	int		 readonly;
 };
 
 /* Fill *o with defaults. */
@@ -84,6 +103,9 @@ const char *smx_default_cmdline(void);
  */
 int	smx_boot(struct smx *, const struct smx_boot_opts *,
 	    struct smx_vm **, char *err, size_t errlen);
+/* The machine's vsock Unix socket, or NULL without one.  Connect and
+ * write "CONNECT <port>\n" to reach a guest listener. */
+const char	*smx_vm_vsock_path(const struct smx_vm *);
 /* Ask a machine to stop; it ends with SMX_END_STOPPED. */
 void	smx_vm_stop(struct smx_vm *);
 /* How the machine ended (SMX_END_RUNNING while it runs). */

@@ -22,6 +22,7 @@
 
 #include "core/layout.h"
 #include "core/vm.h"
+#include "virtio/virtio.h"
 
 #define VM_RING_SLOTS		64
 #define VM_MAX_HANDLERS		32
@@ -93,6 +94,13 @@ struct vm {
 	struct boot_entry	 entry;
 	struct uart		*uart;
 	struct legacy		*legacy;
+	struct vm_vdev {
+		struct virtio_dev	*dev;
+		uint64_t		 base;
+		uint32_t		 device_id;
+	}			 vdev[VM_MAX_VIRTIO];
+	unsigned		 nvdev;
+	char			*cmdline;
 
 	struct handler		 pio[VM_MAX_HANDLERS];
 	unsigned		 npio;
@@ -179,6 +187,100 @@ fail:
 
 static void	vcpu_drain_cb(void *, void *);
 
+/* A guest access to a virtio-mmio window, from the MMIO bus. */
+static void
+vdev_mmio(void *opaque, uint64_t addr, bool write, uint8_t *data,
+    uint8_t len)
+{
+	struct vm_vdev	*v = opaque;
+
+	virtio_mmio_access(v->dev, addr - v->base, write, data, len);
+}
+
+/* Put a created device (dev NULL: creation failed, errno set) on the
+ * next window and pin, and on the guest's command line. */
+static int
+vm_attach_vdev(struct vm *vm, struct virtio_dev *dev, uint32_t device_id,
+    const char *what, char *err, size_t errlen)
+{
+	struct vm_vdev	*v = &vm->vdev[vm->nvdev];
+	char		 word[96], *line;
+	int		 error;
+
+	if (dev == NULL) {
+		if (err[0] == '\0')
+			snprintf(err, errlen, "cannot create %s: %s", what,
+			    strerror(errno));
+		return -1;
+	}
+	v->dev = dev;
+	v->base = LAYOUT_VIRTIO_MMIO + vm->nvdev * LAYOUT_VIRTIO_MMIO_SIZE;
+	v->device_id = device_id;
+	vm->nvdev++;
+	if ((error = vm_mmio_register(vm, v->base, LAYOUT_VIRTIO_MMIO_SIZE,
+	    vdev_mmio, v)) != 0) {
+		snprintf(err, errlen, "cannot map %s: %s", what,
+		    strerror(-error));
+		return -1;
+	}
+	virtio_mmio_cmdline(dev, word, sizeof word);
+	xasprintf(&line, "%s %s", vm->cmdline, word);
+	free(vm->cmdline);
+	vm->cmdline = line;
+	return 0;
+}
+
+/* The virtio devices of cfg, in a fixed order (so a snapshot finds each
+ * at the same window): rng, balloon, vsock, console, disks. */
+static int
+vm_add_devices(struct vm *vm, const struct vm_config *cfg, char *err,
+    size_t errlen)
+{
+	struct virtio_host	 host = { vm->r, vm->hv, &vm->mem };
+	unsigned		 i, n;
+	uint64_t		 base;
+	uint32_t		 irq;
+
+	vm->cmdline = xstrdup(cfg->cmdline != NULL ? cfg->cmdline : "");
+	n = cfg->rng + cfg->balloon + (cfg->vsock_path != NULL) +
+	    cfg->hvc + cfg->ndisks;
+	if (cfg->ndisks > VM_MAX_DISKS || n > VM_MAX_VIRTIO) {
+		snprintf(err, errlen, "too many devices: at most %d virtio "
+		    "devices, %d of them disks", VM_MAX_VIRTIO, VM_MAX_DISKS);
+		return -1;
+	}
+	err[0] = '\0';
+#define NEXT_BASE	(LAYOUT_VIRTIO_MMIO + vm->nvdev * LAYOUT_VIRTIO_MMIO_SIZE)
+#define NEXT_IRQ	(LAYOUT_VIRTIO_IRQ_BASE + vm->nvdev)
+	if (cfg->rng && vm_attach_vdev(vm, virtio_rng_create(&host, NEXT_BASE,
+	    NEXT_IRQ), VIRTIO_ID_RNG, "virtio-rng", err, errlen) != 0)
+		return -1;
+	if (cfg->balloon && vm_attach_vdev(vm, virtio_balloon_create(&host,
+	    NEXT_BASE, NEXT_IRQ), VIRTIO_ID_BALLOON, "virtio-balloon", err,
+	    errlen) != 0)
+		return -1;
+	if (cfg->vsock_path != NULL && vm_attach_vdev(vm,
+	    virtio_vsock_create(&host, NEXT_BASE, NEXT_IRQ,
+	    cfg->vsock_cid != 0 ? cfg->vsock_cid : 3, cfg->vsock_path),
+	    VIRTIO_ID_VSOCK, cfg->vsock_path, err, errlen) != 0)
+		return -1;
+	if (cfg->hvc && vm_attach_vdev(vm, virtio_console_create(&host,
+	    NEXT_BASE, NEXT_IRQ, cfg->hvc_fd, -1), VIRTIO_ID_CONSOLE,
+	    "virtio-console", err, errlen) != 0)
+		return -1;
+	for (i = 0; i < cfg->ndisks; i++) {
+		base = NEXT_BASE;
+		irq = NEXT_IRQ;
+		if (vm_attach_vdev(vm, virtio_blk_create(&host, base, irq,
+		    cfg->disks[i].path, cfg->disks[i].readonly, err, errlen),
+		    VIRTIO_ID_BLOCK, cfg->disks[i].path, err, errlen) != 0)
+			return -1;
+	}
+#undef NEXT_BASE
+#undef NEXT_IRQ
+	return 0;
+}
+
 struct vm *
 vm_create(struct reactor *r, const struct vm_config *cfg, char *err,
     size_t errlen)
@@ -217,10 +319,13 @@ vm_create(struct reactor *r, const struct vm_config *cfg, char *err,
 	if (vm_map_ram(vm, err, errlen) != 0)
 		goto err_free;
 
+	if (vm_add_devices(vm, cfg, err, errlen) != 0)
+		goto err_free;
+
 	memset(&spec, 0, sizeof spec);
 	spec.kernel = cfg->kernel;
 	spec.initrd = cfg->initrd;
-	spec.cmdline = cfg->cmdline;
+	spec.cmdline = vm->cmdline;
 	spec.ncpus = vm->ncpus;
 	spec.ram_size = vm->ram_size;
 	if (boot_load(&vm->mem, &spec, &vm->entry, err, errlen) != 0)
@@ -289,6 +394,11 @@ vm_free(struct vm *vm)
 		if (vm->vcpus[i].hv != NULL)
 			hv_vcpu_destroy(vm->vcpus[i].hv);
 	}
+	/* Devices first: they take their ioeventfds and irqfds off the
+	 * hypervisor's VM. */
+	for (i = 0; i < vm->nvdev; i++)
+		virtio_dev_free(vm->vdev[i].dev);
+	free(vm->cmdline);
 	if (vm->uart != NULL)
 		uart_free(vm->uart);
 	legacy_free(vm->legacy);
@@ -968,4 +1078,21 @@ vm_irqfd_del(struct vm *vm, struct vm_irqfd *irq)
 	hv_irqfd_remove(vm->hv, reactor_eventfd_fd(irq->efd), irq->gsi);
 	reactor_eventfd_free(irq->efd);
 	free(irq);
+}
+
+struct virtio_dev *
+vm_virtio(struct vm *vm, uint32_t device_id, unsigned nth)
+{
+	unsigned	i;
+
+	for (i = 0; i < vm->nvdev; i++)
+		if (vm->vdev[i].device_id == device_id && nth-- == 0)
+			return vm->vdev[i].dev;
+	return NULL;
+}
+
+const char *
+vm_cmdline(const struct vm *vm)
+{
+	return vm->cmdline;
 }

@@ -14,12 +14,14 @@
 
 #include "core/base/base.h"
 #include "core/boot.h"
+#include "core/layout.h"
 #include "hv/hv.h"
 #include "reactor/reactor.h"
 
 struct vm;
 struct uart;
 struct legacy;
+struct virtio_dev;
 
 /* How a machine ended.  The order is the public enum smx_end's. */
 enum vm_end {
@@ -33,14 +35,33 @@ enum vm_end {
 
 const char	*vm_end_name(enum vm_end);
 
+/* A virtio-blk disk. */
+struct vm_disk {
+	const char	*path;
+	bool		 readonly;
+};
+#define VM_MAX_DISKS	4
+/* virtio-mmio devices: one 4 KiB window and one IOAPIC pin each. */
+#define VM_MAX_VIRTIO	(LAYOUT_IOAPIC_PINS - LAYOUT_VIRTIO_IRQ_BASE)
+
 struct vm_config {
 	const char	*kernel;
 	const char	*initrd;
-	const char	*cmdline;
+	const char	*cmdline;	/* device words are appended */
 	unsigned	 ncpus;		/* 1..HV_MAX_VCPUS */
 	uint64_t	 memory_mib;
 	int		 console_fd;	/* UART output goes here */
 	int		 console_in_fd;	/* -1, or guest console input */
+
+	/* virtio devices, declared to the guest on its command line. */
+	bool		 rng;
+	bool		 balloon;
+	const char	*vsock_path;	/* NULL: no vsock */
+	uint64_t	 vsock_cid;	/* 0: 3 */
+	bool		 hvc;		/* virtio-console (hvc0)... */
+	int		 hvc_fd;	/* ...writing here */
+	struct vm_disk	 disks[VM_MAX_DISKS];
+	unsigned	 ndisks;
 };
 
 typedef void (*vm_end_fn)(struct vm *, enum vm_end, void *arg);
@@ -75,6 +96,10 @@ bool		 vm_paused(const struct vm *);
 const struct boot_entry	*vm_boot_entry(const struct vm *);
 const char	*vm_end_detail(const struct vm *);
 struct hv	*vm_hv(struct vm *);
+/* The nth virtio device with this device ID (VIRTIO_ID_*), or NULL. */
+struct virtio_dev *vm_virtio(struct vm *, uint32_t device_id, unsigned nth);
+/* The guest command line as booted (the caller's plus device words). */
+const char	*vm_cmdline(const struct vm *);
 struct gmem	*vm_gmem(struct vm *);
 uint64_t	 vm_exit_count(const struct vm *);
 

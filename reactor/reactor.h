@@ -68,8 +68,9 @@ int	reactor_mod_fd(struct reactor_fd *, short what);
 void	reactor_del_fd(struct reactor_fd *);
 
 /*
- * A timer firing after usec microseconds, once or every usec.  Safe to
- * delete from inside its own callback.
+ * A timer firing after usec microseconds, once or every usec.  A one-shot
+ * timer stays allocated after it fires: free it with reactor_del_timer(),
+ * which is safe from inside its own callback.
  */
 struct reactor_timer *reactor_add_timer(struct reactor *, uint64_t usec,
 	    bool periodic, reactor_timer_fn, void *arg);

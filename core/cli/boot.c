@@ -28,7 +28,8 @@ cmd_boot_usage(FILE *f)
 	fprintf(f,
 	    "usage: smx boot [--kernel FILE] [--initrd FILE] [--cmdline STRING]\n"
 	    "                [--append STRING] [--memory MiB] [--cpus N]\n"
-	    "                [--console FILE]\n\n"
+	    "                [--console FILE] [--disk FILE[:ro]]... [--vsock PATH]\n"
+	    "                [--no-vsock] [--no-rng] [--no-balloon] [--hvc]\n\n"
 	    "Boot a Linux kernel (an uncompressed vmlinux through its PVH entry,\n"
 	    "or a bzImage) in a microVM.  The serial console (ttyS0) is\n"
 	    "connected to stdout and, when stdin is not a terminal, stdin.\n\n"
@@ -39,7 +40,18 @@ cmd_boot_usage(FILE *f)
 	    "  --append STRING   add to the command line\n"
 	    "  --memory MiB      guest memory, 16 to 1048576 (default 256)\n"
 	    "  --cpus N          vCPUs, 1 to 8 (default 1)\n"
-	    "  --console FILE    write the console to FILE instead of stdout\n\n"
+	    "  --console FILE    write the console to FILE instead of stdout\n"
+	    "  --disk FILE[:ro]  a virtio-blk disk from a raw image (read-only\n"
+	    "                    with :ro); up to 4, /dev/vda first\n"
+	    "  --vsock PATH      the vsock's host Unix socket (default: in a run\n"
+	    "                    directory under /run/smx as root, else\n"
+	    "                    $XDG_RUNTIME_DIR/smx; $SMX_RUNDIR overrides); connect and send\n"
+	    "                    \"CONNECT <port>\\n\" to reach a guest port, and\n"
+	    "                    guest connections to port P reach PATH_P\n"
+	    "  --no-vsock, --no-rng, --no-balloon\n"
+	    "                    leave out a default virtio device\n"
+	    "  --hvc             add a virtio-console (hvc0) on the console too\n\n"
+	    "Devices are virtio-mmio, declared on the kernel command line.\n\n"
 	    "exit status: 0 the guest powered off or halted, 3 it rebooted,\n"
 	    "4 it triple-faulted, 5 the hypervisor failed, 128+N stopped by\n"
 	    "signal N, 1 smx could not start it, 2 bad usage.\n",
@@ -72,10 +84,20 @@ cmd_boot(int argc, char **argv)
 		{ "memory",	required_argument, NULL, 'm' },
 		{ "cpus",	required_argument, NULL, 'n' },
 		{ "console",	required_argument, NULL, 'o' },
+		{ "disk",	required_argument, NULL, 'd' },
+		{ "vsock",	required_argument, NULL, 'V' },
+		{ "no-vsock",	no_argument,	   NULL, 'S' },
+		{ "no-rng",	no_argument,	   NULL, 'R' },
+		{ "no-balloon",	no_argument,	   NULL, 'B' },
+		{ "hvc",	no_argument,	   NULL, 'H' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct smx_boot_opts	 o;
+	struct smx_disk		 disks[4];
+	char			*disk_paths[4] = { NULL };
+	unsigned		 ndisks = 0, i;
+	size_t			 plen;
 	struct smx		*smx;
 	struct smx_vm		*vm;
 	unsigned long long	 n;
@@ -104,7 +126,8 @@ cmd_boot(int argc, char **argv)
 			if (cli_number(optarg, 16, 1ULL << 20, &n) != 0) {
 				fprintf(stderr, "smx boot: --memory %s: "
 				    "give MiB from 16 to 1048576\n", optarg);
-				return CLI_EXIT_USAGE;
+				status = CLI_EXIT_USAGE;
+				goto out;
 			}
 			o.memory_mib = n;
 			break;
@@ -112,7 +135,8 @@ cmd_boot(int argc, char **argv)
 			if (cli_number(optarg, 1, 8, &n) != 0) {
 				fprintf(stderr, "smx boot: --cpus %s: give 1 "
 				    "to 8\n", optarg);
-				return CLI_EXIT_USAGE;
+				status = CLI_EXIT_USAGE;
+				goto out;
 			}
 			o.cpus = (uint32_t)n;
 			break;
@@ -122,30 +146,67 @@ cmd_boot(int argc, char **argv)
 			if (console_fd == -1) {
 				fprintf(stderr, "smx boot: --console %s: %s\n",
 				    optarg, strerror(errno));
-				return CLI_EXIT_ERROR;
+				status = CLI_EXIT_ERROR;
+				goto out;
 			}
 			o.console_fd = console_fd;
+			break;
+		case 'd':
+			if (ndisks == ARRAY_SIZE(disks)) {
+				fprintf(stderr, "smx boot: at most %zu --disk\n",
+				    ARRAY_SIZE(disks));
+				status = CLI_EXIT_USAGE;
+				goto out;
+			}
+			disk_paths[ndisks] = xstrdup(optarg);
+			plen = strlen(optarg);
+			disks[ndisks].readonly = plen > 3 &&
+			    strcmp(optarg + plen - 3, ":ro") == 0;
+			if (disks[ndisks].readonly)
+				disk_paths[ndisks][plen - 3] = '\0';
+			disks[ndisks].path = disk_paths[ndisks];
+			ndisks++;
+			break;
+		case 'V':
+			o.vsock_path = optarg;
+			break;
+		case 'S':
+			o.devices &= ~SMX_DEV_VSOCK;
+			break;
+		case 'R':
+			o.devices &= ~SMX_DEV_RNG;
+			break;
+		case 'B':
+			o.devices &= ~SMX_DEV_BALLOON;
+			break;
+		case 'H':
+			o.devices |= SMX_DEV_HVC;
 			break;
 		case 'h':
 			cmd_boot_usage(stdout);
 			return CLI_EXIT_OK;
 		default:
 			cmd_boot_usage(stderr);
-			return CLI_EXIT_USAGE;
+			status = CLI_EXIT_USAGE;
+			goto out;
 		}
 	}
 	if (optind != argc) {
 		fprintf(stderr, "smx boot: unexpected argument '%s'\n",
 		    argv[optind]);
-		return CLI_EXIT_USAGE;
+		status = CLI_EXIT_USAGE;
+		goto out;
 	}
+	o.disks = disks;
+	o.ndisks = ndisks;
 	if (o.kernel == NULL) {
 		o.kernel = cli_kernel_path();
 		if (access(o.kernel, R_OK) != 0) {
 			fprintf(stderr, "smx boot: no --kernel given and the "
 			    "smx guest kernel is not built (%s): run "
 			    "tools/bootstrap\n", o.kernel);
-			return CLI_EXIT_ERROR;
+			status = CLI_EXIT_ERROR;
+			goto out;
 		}
 	}
 	if (cmdline == NULL)
@@ -171,6 +232,8 @@ cmd_boot(int argc, char **argv)
 		status = CLI_EXIT_ERROR;
 		goto out;
 	}
+	if (smx_vm_vsock_path(vm) != NULL)
+		log_info("vsock: %s", smx_vm_vsock_path(vm));
 	if ((error = smx_run(smx)) != 0)
 		fprintf(stderr, "smx boot: event loop: %s\n", strerror(-error));
 	end = smx_vm_end(vm);
@@ -205,6 +268,8 @@ cmd_boot(int argc, char **argv)
 out:
 	if (console_fd != -1)
 		close(console_fd);
+	for (i = 0; i < ndisks; i++)
+		free(disk_paths[i]);
 	free(full);
 	return status;
 }

@@ -2,6 +2,7 @@
  * smx: the command-line client of libsmx.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,6 +82,9 @@ main(int argc, char **argv)
 	int			 level = LOG_NORMAL, i;
 
 	log_init("smx", LOG_NORMAL);
+	/* A console or socket peer that goes away is an error on that
+	 * descriptor, not the end of every machine in the process. */
+	signal(SIGPIPE, SIG_IGN);
 	for (i = 1; i < argc && argv[i][0] == '-'; i++) {
 		if (strcmp(argv[i], "-v") == 0 ||
 		    strcmp(argv[i], "--verbose") == 0)
