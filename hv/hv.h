@@ -46,7 +46,11 @@ int		 hv_api_version(void);
 
 /*
  * Create a VM with an in-kernel irqchip (PIC, IOAPIC, LAPICs) and PIT.
- * ncpus is 1..HV_MAX_VCPUS.
+ * ncpus is 1..HV_MAX_VCPUS.  The backend may create the irqchip and PIT
+ * lazily: they exist by the time the first vCPU is created or an IRQ is
+ * driven (hv_irq_line(), hv_irqfd()), and an error creating them is
+ * returned by (and logged under) the call that needed them.  Map the
+ * boot memory slots before creating vCPUs: that is the cheap order.
  */
 int	hv_create(struct hv **, unsigned ncpus) WUR;
 /* Destroy the VM; every vCPU must have been destroyed first. */

@@ -54,6 +54,11 @@ struct hv {
 	unsigned		 ncpus;
 	size_t			 run_size;
 	struct kvm_cpuid2	*cpuid;		/* KVM_GET_SUPPORTED_CPUID */
+	/* Created on first need: see irqchip_ensure(). */
+	pthread_mutex_t		 irq_lock;
+	bool			 have_irqchip;	/* under irq_lock */
+	bool			 have_pit;	/* under irq_lock */
+	bool			 irq_ready;	/* both exist; atomic */
 };
 
 struct hv_vcpu {
@@ -222,11 +227,17 @@ get_supported_cpuid(int kvm_fd, struct kvm_cpuid2 **out)
 	return rc;
 }
 
-/* Create a VM with in-kernel PIC/IOAPIC/LAPIC and PIT. */
+/*
+ * Create the VM.  The irqchip and PIT are not created here but by
+ * irqchip_ensure() when first needed: on some hosts (PVM) a memory slot
+ * registered shortly after KVM_CREATE_IRQCHIP costs milliseconds (the
+ * update waits out a grace period the irqchip's setup started), where
+ * registered before it costs tens of microseconds.  The TSS and identity
+ * map addresses must precede the first vCPU and cost nothing: set here.
+ */
 int
 hv_create(struct hv **out, unsigned ncpus)
 {
-	struct kvm_pit_config	 pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
 	uint64_t		 idmap = LAYOUT_IDENTITY_MAP;
 	struct hv		*hv;
 	size_t			 i;
@@ -284,12 +295,8 @@ hv_create(struct hv **out, unsigned ncpus)
 		log_warnx("KVM_SET_IDENTITY_MAP_ADDR: %s", strerror(-rc));
 		goto err_close_vm;
 	}
-	if ((rc = xioctl(hv->vm_fd, KVM_CREATE_IRQCHIP, NULL)) < 0) {
-		log_warnx("KVM_CREATE_IRQCHIP: %s", strerror(-rc));
-		goto err_close_vm;
-	}
-	if ((rc = xioctl(hv->vm_fd, KVM_CREATE_PIT2, &pit)) < 0) {
-		log_warnx("KVM_CREATE_PIT2: %s", strerror(-rc));
+	if ((rc = pthread_mutex_init(&hv->irq_lock, NULL)) != 0) {
+		rc = -rc;
 		goto err_close_vm;
 	}
 	*out = hv;
@@ -306,12 +313,53 @@ err_free:
 	return rc;
 }
 
+/*
+ * Create the in-kernel PIC/IOAPIC/LAPIC and then the PIT, once, on behalf
+ * of `who` (named in the log line if it fails).  KVM wants the irqchip
+ * before any vCPU and the PIT after the irqchip.  A part that failed is
+ * tried again on the next call; one that succeeded cannot be undone and
+ * is not repeated (a second KVM_CREATE_IRQCHIP is EEXIST).  Safe from
+ * any thread; after success it is one atomic load.
+ */
+static int
+irqchip_ensure(struct hv *hv, const char *who)
+{
+	struct kvm_pit_config	pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+	int			rc = 0;
+
+	if (__atomic_load_n(&hv->irq_ready, __ATOMIC_ACQUIRE))
+		return 0;
+	pthread_mutex_lock(&hv->irq_lock);
+	if (!hv->have_irqchip) {
+		if ((rc = xioctl(hv->vm_fd, KVM_CREATE_IRQCHIP, NULL)) < 0) {
+			log_warnx("KVM_CREATE_IRQCHIP (first needed by %s): %s",
+			    who, strerror(-rc));
+			goto out;
+		}
+		hv->have_irqchip = true;
+	}
+	if (!hv->have_pit) {
+		if ((rc = xioctl(hv->vm_fd, KVM_CREATE_PIT2, &pit)) < 0) {
+			log_warnx("KVM_CREATE_PIT2 (first needed by %s): %s",
+			    who, strerror(-rc));
+			goto out;
+		}
+		hv->have_pit = true;
+	}
+	rc = 0;
+	__atomic_store_n(&hv->irq_ready, true, __ATOMIC_RELEASE);
+out:
+	pthread_mutex_unlock(&hv->irq_lock);
+	return rc;
+}
+
 /* Tear the VM down; vCPUs are gone already. */
 void
 hv_destroy(struct hv *hv)
 {
 	if (hv == NULL)
 		return;
+	pthread_mutex_destroy(&hv->irq_lock);
 	close(hv->vm_fd);
 	close(hv->kvm_fd);
 	free(hv->cpuid);
@@ -353,7 +401,10 @@ int
 hv_irq_line(struct hv *hv, uint32_t gsi, int level)
 {
 	struct kvm_irq_level	l;
+	int			rc;
 
+	if ((rc = irqchip_ensure(hv, "hv_irq_line")) < 0)
+		return rc;
 	memset(&l, 0, sizeof(l));
 	l.irq = gsi;
 	l.level = level ? 1 : 0;
@@ -365,7 +416,10 @@ int
 hv_irqfd(struct hv *hv, int fd, uint32_t gsi, int resamplefd)
 {
 	struct kvm_irqfd	i;
+	int			rc;
 
+	if ((rc = irqchip_ensure(hv, "hv_irqfd")) < 0)
+		return rc;
 	memset(&i, 0, sizeof(i));
 	i.fd = fd;
 	i.gsi = gsi;
@@ -376,7 +430,7 @@ hv_irqfd(struct hv *hv, int fd, uint32_t gsi, int resamplefd)
 	return xioctl(hv->vm_fd, KVM_IRQFD, &i);
 }
 
-/* Remove an irqfd route. */
+/* Remove an irqfd route (never creates the irqchip: no route yet). */
 int
 hv_irqfd_remove(struct hv *hv, int fd, uint32_t gsi)
 {
@@ -437,11 +491,161 @@ order_of(unsigned n)
 	return o;
 }
 
+/* The entry for leaf fn, subleaf idx (ignored where not significant). */
+static struct kvm_cpuid_entry2 *
+cpuid_find(struct kvm_cpuid2 *c, uint32_t fn, uint32_t idx)
+{
+	unsigned	i;
+
+	for (i = 0; i < c->nent; i++)
+		if (c->entries[i].function == fn &&
+		    (!(c->entries[i].flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX) ||
+		    c->entries[i].index == idx))
+			return &c->entries[i];
+	return NULL;
+}
+
+/* Bit `bit` of a register of leaf fn.idx; absent leaves read 0. */
+static bool
+cpuid_bit(struct kvm_cpuid2 *c, uint32_t fn, uint32_t idx, char reg,
+    unsigned bit)
+{
+	struct kvm_cpuid_entry2	*e;
+	uint32_t		 v;
+
+	if ((e = cpuid_find(c, fn, idx)) == NULL)
+		return false;
+	v = reg == 'a' ? e->eax : reg == 'b' ? e->ebx : reg == 'c' ?
+	    e->ecx : e->edx;
+	return (v >> bit) & 1;
+}
+
+/*
+ * May XSAVE state component `comp` (an XCR0 or IA32_XSS bit) be
+ * advertised?  Only when the feature it holds the state of is in the
+ * table (SDM vol. 1, 13.1-13.5).  Components this table does not know
+ * are not advertised: a guest cannot use state it has no feature for.
+ */
+static bool
+xsave_comp_backed(struct kvm_cpuid2 *c, unsigned comp)
+{
+	switch (comp) {
+	case 0:					/* x87 */
+	case 1:					/* SSE */
+		return true;
+	case 2:					/* AVX (YMM_Hi128) */
+		return cpuid_bit(c, 1, 0, 'c', 28);
+	case 3:					/* MPX BNDREGS */
+	case 4:					/* MPX BNDCSR */
+		return cpuid_bit(c, 7, 0, 'b', 14);
+	case 5:					/* AVX-512 opmask */
+	case 6:					/* AVX-512 ZMM_Hi256 */
+	case 7:					/* AVX-512 Hi16_ZMM */
+		return cpuid_bit(c, 7, 0, 'b', 16) && cpuid_bit(c, 1, 0, 'c', 28);
+	case 8:					/* PT (supervisor) */
+		return cpuid_bit(c, 7, 0, 'b', 25);
+	case 9:					/* PKRU */
+		return cpuid_bit(c, 7, 0, 'c', 3);
+	case 11:				/* CET user (supervisor) */
+	case 12:				/* CET supervisor */
+		return cpuid_bit(c, 7, 0, 'c', 7) || cpuid_bit(c, 7, 0, 'd', 20);
+	case 17:				/* AMX TILECFG */
+	case 18:				/* AMX TILEDATA */
+		return cpuid_bit(c, 7, 0, 'd', 24);
+	default:
+		return false;
+	}
+}
+
+/*
+ * Make leaf 0xD agree with the rest of the table.  KVM_GET_SUPPORTED_CPUID
+ * reports what the host can context-switch, which can include components
+ * whose feature bits the same table hides (a PVM host offers AVX and
+ * AVX-512 state with XSAVE and AVX absent from leaf 1), and Linux checks
+ * the sizes it computes from the subleaves against the sizes CPUID
+ * reports.  So: without XSAVE, leaf 0xD is all zero (as on a CPU without
+ * it); otherwise subleaf 0/1 advertise only components whose feature is
+ * present (and whose partners are: MPX, AVX-512 and AMX come in sets),
+ * subleaves of the others read zero, and the sizes are recomputed from
+ * the remaining subleaves.  0xD.0 EBX (size for the current XCR0) and
+ * 0xD.1 EBX are kept up to date by KVM as the guest writes XCR0/XSS; the
+ * values set here are those for everything advertised, as KVM reports.
+ */
+static void
+cpuid_fix_xsave(struct kvm_cpuid2 *c)
+{
+	static const uint64_t	 sets[] = { 0x18, 0xe0, 0x1800, 0x60000 };
+	struct kvm_cpuid_entry2	*e, *s0, *s1, *si;
+	uint64_t		 xcr0, xss, m;
+	uint32_t		 std, cmp;
+	unsigned		 i;
+
+	if ((s0 = cpuid_find(c, 0xd, 0)) == NULL)
+		return;
+	s1 = cpuid_find(c, 0xd, 1);
+	if (!cpuid_bit(c, 1, 0, 'c', 26)) {	/* no XSAVE */
+		for (i = 0; i < c->nent; i++) {
+			e = &c->entries[i];
+			if (e->function == 0xd)
+				e->eax = e->ebx = e->ecx = e->edx = 0;
+		}
+		return;
+	}
+	xcr0 = ((uint64_t)s0->edx << 32 | s0->eax) | 0x3;
+	xss = 0;
+	/* Supervisor state needs XSAVES (0xD.1 EAX bit 3). */
+	if (s1 != NULL && (s1->eax & (1U << 3)))
+		xss = (uint64_t)s1->edx << 32 | s1->ecx;
+	for (i = 2; i < 64; i++) {
+		m = 1ULL << i;
+		if (!((xcr0 | xss) & m))
+			continue;
+		si = cpuid_find(c, 0xd, i);
+		if (si == NULL || si->eax == 0 || !xsave_comp_backed(c, i)) {
+			xcr0 &= ~m;
+			xss &= ~m;
+		}
+	}
+	for (i = 0; i < ARRAY_SIZE(sets); i++) {
+		if ((xcr0 & sets[i]) != sets[i])
+			xcr0 &= ~sets[i];
+		if ((xss & sets[i]) != sets[i])
+			xss &= ~sets[i];
+	}
+	/* Sizes: standard format from the offsets, compacted in order. */
+	std = cmp = 512 + 64;			/* legacy area + header */
+	for (i = 2; i < 64; i++) {
+		m = 1ULL << i;
+		si = cpuid_find(c, 0xd, i);
+		if (si == NULL || si->function != 0xd || si->index != i)
+			continue;
+		if (!((xcr0 | xss) & m)) {
+			si->eax = si->ebx = si->ecx = si->edx = 0;
+			continue;
+		}
+		if ((xcr0 & m) && si->ebx + si->eax > std)
+			std = si->ebx + si->eax;
+		if (si->ecx & 0x2)		/* 64-byte aligned if compacted */
+			cmp = (cmp + 63) & ~63U;
+		cmp += si->eax;
+	}
+	s0->eax = (uint32_t)xcr0;
+	s0->edx = (uint32_t)(xcr0 >> 32);
+	s0->ebx = s0->ecx = std;
+	if (s1 != NULL) {
+		s1->ecx = (uint32_t)xss;
+		s1->edx = (uint32_t)(xss >> 32);
+		/* XSAVEC or XSAVES: the compacted size; else reserved. */
+		s1->ebx = (s1->eax & 0xa) ? cmp : 0;
+	}
+}
+
 /*
  * The per-vCPU CPUID: the supported table with this vCPU's APIC ID and a
  * topology of ncpus single-threaded cores in one package.  Leaf 0xB (and
  * 0x1F when the table reaches it) is rebuilt: subleaf 0 the SMT level,
  * 1 the core level, 2 the invalid terminator; EDX is the x2APIC ID.
+ * Leaf 0xD is made consistent with the feature bits: cpuid_fix_xsave().
  */
 static struct kvm_cpuid2 *
 vcpu_cpuid(const struct hv *hv, unsigned id)
@@ -527,6 +731,7 @@ vcpu_cpuid(const struct hv *hv, unsigned id)
 		}
 	}
 	c->nent = n;
+	cpuid_fix_xsave(c);
 	return c;
 }
 
@@ -586,6 +791,9 @@ hv_vcpu_create(struct hv *hv, unsigned id, struct hv_vcpu **out)
 
 	if (id >= hv->ncpus)
 		return -EINVAL;
+	/* The in-kernel LAPIC is made with the vCPU: irqchip first. */
+	if ((rc = irqchip_ensure(hv, "hv_vcpu_create")) < 0)
+		return rc;
 	pthread_once(&kick_once, kick_install);
 	v = xcalloc(1, sizeof(*v));
 	v->hv = hv;
@@ -960,6 +1168,14 @@ hv_vcpu_halted_for_good(struct hv_vcpu *v, bool *out)
 	*out = false;
 	if ((rc = xioctl(v->fd, KVM_GET_MP_STATE, &mp)) < 0)
 		return rc;
+	/* An AP that was never started (or was sent INIT) waits for a
+	 * SIPI: it runs again only if another CPU starts it, so when every
+	 * other CPU is halted for good, so is it. */
+	if (mp.mp_state == KVM_MP_STATE_UNINITIALIZED ||
+	    mp.mp_state == KVM_MP_STATE_INIT_RECEIVED) {
+		*out = v->id != 0;
+		return 0;
+	}
 	if (mp.mp_state != KVM_MP_STATE_HALTED)
 		return 0;
 	if ((rc = xioctl(v->fd, KVM_GET_REGS, &regs)) < 0)

@@ -63,6 +63,49 @@ static const uint8_t code_cpuid[] = {
 	0xf4,				/* hlt */
 };
 
+/*
+ * CPUID leaf 1 ECX, leaf 7.0 EBX, ECX, EDX, then leaf 0xD subleaves
+ * 0..XSAVE_SUBLEAVES-1 (EAX, EBX, ECX, EDX each), every value out to
+ * port 0x20; hlt.
+ */
+#define XSAVE_SUBLEAVES	20
+static const uint8_t code_cpuid_xsave[] = {
+	0xb8, 0x01, 0x00, 0x00, 0x00,	/* mov eax, 1 */
+	0x0f, 0xa2,			/* cpuid */
+	0x89, 0xc8, 0xe7, 0x20,		/* mov eax, ecx; out 0x20, eax */
+	0xb8, 0x07, 0x00, 0x00, 0x00,	/* mov eax, 7 */
+	0x31, 0xc9,			/* xor ecx, ecx */
+	0x0f, 0xa2,			/* cpuid */
+	0x89, 0xd8, 0xe7, 0x20,		/* mov eax, ebx; out 0x20, eax */
+	0x89, 0xc8, 0xe7, 0x20,		/* mov eax, ecx; out 0x20, eax */
+	0x89, 0xd0, 0xe7, 0x20,		/* mov eax, edx; out 0x20, eax */
+	0x31, 0xf6,			/* xor esi, esi */
+	/* 1: (29 bytes) */
+	0xb8, 0x0d, 0x00, 0x00, 0x00,	/* mov eax, 0xd */
+	0x89, 0xf1,			/* mov ecx, esi */
+	0x0f, 0xa2,			/* cpuid */
+	0xe7, 0x20,			/* out 0x20, eax */
+	0x89, 0xd8, 0xe7, 0x20,		/* mov eax, ebx; out 0x20, eax */
+	0x89, 0xc8, 0xe7, 0x20,		/* mov eax, ecx; out 0x20, eax */
+	0x89, 0xd0, 0xe7, 0x20,		/* mov eax, edx; out 0x20, eax */
+	0x46,				/* inc esi */
+	0x83, 0xfe, XSAVE_SUBLEAVES,	/* cmp esi, XSAVE_SUBLEAVES */
+	0x72, 0xe3,			/* jb 1b */
+	0xf4,				/* hlt */
+};
+
+/*
+ * Read the word at 0x10000000 (a memory slot added after the vCPU, so
+ * after the irqchip), store it back at 0x10000004, out it to 0x11; hlt.
+ */
+#define LATE_SLOT_GPA	0x10000000ULL
+static const uint8_t code_late_slot[] = {
+	0xa1, 0x00, 0x00, 0x00, 0x10,	/* mov eax, [0x10000000] */
+	0xa3, 0x04, 0x00, 0x00, 0x10,	/* mov [0x10000004], eax */
+	0xe7, 0x11,			/* out 0x11, eax */
+	0xf4,				/* hlt */
+};
+
 static const uint8_t code_out_loop[] = {
 	0xe6, 0x10,			/* 1: out 0x10, al */
 	0xeb, 0xfc,			/* jmp 1b */
@@ -376,6 +419,229 @@ out:
 	if (rfd >= 0)
 		close(rfd);
 	vm_close(&vm);
+	return rc;
+}
+
+/* Bit b of v. */
+static bool
+bit(uint32_t v, unsigned b)
+{
+	return (v >> b) & 1;
+}
+
+/*
+ * The feature bit an XSAVE state component holds the state of, from
+ * leaf 1 ECX (c1) and leaf 7.0 (b7, c7, d7); -1 for one not expected.
+ */
+static int
+xsave_feature(unsigned comp, uint32_t c1, uint32_t b7, uint32_t c7,
+    uint32_t d7)
+{
+	switch (comp) {
+	case 2:
+		return bit(c1, 28);			/* AVX */
+	case 3: case 4:
+		return bit(b7, 14);			/* MPX */
+	case 5: case 6: case 7:
+		return bit(b7, 16) && bit(c1, 28);	/* AVX-512F */
+	case 8:
+		return bit(b7, 25);			/* PT */
+	case 9:
+		return bit(c7, 3);			/* PKU */
+	case 11: case 12:
+		return bit(c7, 7) || bit(d7, 20);	/* CET */
+	case 17: case 18:
+		return bit(d7, 24);			/* AMX-TILE */
+	}
+	return -1;
+}
+
+/*
+ * What the guest reads from leaf 0xD is self-consistent: no XSAVE means
+ * all zero; otherwise every advertised component has its feature bit and
+ * a size, unadvertised subleaves read zero, and 0xD.0 ECX (and 0xD.1 EBX
+ * with XSAVEC/XSAVES) match the sizes computed from the subleaves.
+ */
+static int
+test_cpuid_xsave(void)
+{
+	struct vm	 vm;
+	struct hv_exit	 e;
+	uint32_t	 v[4 + 4 * XSAVE_SUBLEAVES], c1, b7, c7, d7;
+	uint32_t	(*d)[4], std = 576, cmp = 576, full;
+	uint64_t	 xcr0, xss, all;
+	unsigned	 i;
+	int		 rc = TAP_FAIL;
+
+	if (vm_open(&vm, 1, code_cpuid_xsave, sizeof(code_cpuid_xsave)) != 0)
+		goto out;
+	for (i = 0; i < ARRAY_SIZE(v); i++) {
+		if (run_expect(&vm, &e, HV_EXIT_IO) != 0 ||
+		    e.io.port != 0x20 || e.io.size != 4)
+			goto out;
+		v[i] = le32(e.io.data);
+	}
+	c1 = v[0], b7 = v[1], c7 = v[2], d7 = v[3];
+	d = (uint32_t (*)[4])&v[4];
+	xcr0 = (uint64_t)d[0][3] << 32 | d[0][0];
+	xss = (uint64_t)d[1][3] << 32 | d[1][2];
+	tap_diag("leaf 1 ecx %#x; 7.0 %#x %#x %#x; 0xd.0 %#x %#x %#x %#x; "
+	    "0xd.1 %#x %#x %#x %#x", c1, b7, c7, d7, d[0][0], d[0][1],
+	    d[0][2], d[0][3], d[1][0], d[1][1], d[1][2], d[1][3]);
+	if (!bit(c1, 26)) {
+		for (i = 0; i < 4 * XSAVE_SUBLEAVES; i++)
+			if (v[4 + i] != 0) {
+				tap_diag("no XSAVE, yet 0xd.%u reg %u is %#x",
+				    i / 4, i % 4, v[4 + i]);
+				goto out;
+			}
+		tap_diag("no XSAVE: leaf 0xd is empty");
+		rc = TAP_PASS;
+		goto out;
+	}
+	if ((xcr0 & 3) != 3) {
+		tap_diag("x87/SSE state not advertised");
+		goto out;
+	}
+	if (!bit(d[1][0], 3) && xss != 0) {
+		tap_diag("IA32_XSS components without XSAVES");
+		goto out;
+	}
+	all = xcr0 | xss;
+	for (i = 2; i < XSAVE_SUBLEAVES; i++) {
+		if (!(all & (1ULL << i))) {
+			if (d[i][0] | d[i][1] | d[i][2] | d[i][3]) {
+				tap_diag("0xd.%u not advertised but not zero", i);
+				goto out;
+			}
+			continue;
+		}
+		if (xsave_feature(i, c1, b7, c7, d7) != 1 || d[i][0] == 0) {
+			tap_diag("component %u advertised without its feature "
+			    "bit or size", i);
+			goto out;
+		}
+		if ((xcr0 & (1ULL << i)) && d[i][1] + d[i][0] > std)
+			std = d[i][1] + d[i][0];
+		if (d[i][2] & 2)
+			cmp = (cmp + 63) & ~63U;
+		cmp += d[i][0];
+	}
+	if (all >> XSAVE_SUBLEAVES) {
+		tap_diag("components above %u advertised", XSAVE_SUBLEAVES - 1);
+		goto out;
+	}
+	/* EBX follows the guest's XCR0 (x87 only at reset): at most all. */
+	if (d[0][2] != std || d[0][1] < 576 || d[0][1] > std) {
+		tap_diag("0xd.0 sizes ebx %u ecx %u, computed %u", d[0][1],
+		    d[0][2], std);
+		goto out;
+	}
+	full = cmp;
+	if ((d[1][0] & 0xa) && (d[1][1] < 576 || d[1][1] > full)) {
+		tap_diag("0xd.1 ebx %u, compacted size of all is %u",
+		    d[1][1], full);
+		goto out;
+	}
+	rc = TAP_PASS;
+out:
+	vm_close(&vm);
+	return rc;
+}
+
+/*
+ * The irqchip may be created lazily: an irq line and an irqfd driven
+ * before any vCPU exists work, and a vCPU can be created after them.
+ */
+static int
+test_irq_before_vcpu(void)
+{
+	struct hv	*hv = NULL;
+	struct hv_vcpu	*v = NULL;
+	int		 fd = -1, rc = TAP_FAIL;
+
+	if (hv_create(&hv, 1) != 0)
+		goto out;
+	if ((fd = eventfd(0, EFD_CLOEXEC)) < 0)
+		goto out;
+	if (hv_irqfd(hv, fd, 5, -1) != 0) {
+		tap_diag("irqfd before any vCPU failed");
+		goto out;
+	}
+	if (hv_irq_line(hv, 4, 1) != 0 || hv_irq_line(hv, 4, 0) != 0) {
+		tap_diag("irq line before any vCPU failed");
+		goto out;
+	}
+	if (hv_vcpu_create(hv, 0, &v) != 0) {
+		tap_diag("vCPU after the irqchip failed");
+		goto out;
+	}
+	if (hv_irqfd_remove(hv, fd, 5) != 0)
+		goto out;
+	rc = TAP_PASS;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (v != NULL)
+		hv_vcpu_destroy(v);
+	if (hv != NULL)
+		hv_destroy(hv);
+	return rc;
+}
+
+/* Nanoseconds on the monotonic clock. */
+static uint64_t
+mono_ns(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * A memory slot added once the vCPU (and so the irqchip) exists, as DAX
+ * windows will be, is read and written by the guest; removing it works.
+ */
+static int
+test_late_slot(void)
+{
+	struct vm	 vm;
+	struct hv_exit	 e;
+	uint32_t	*page = MAP_FAILED, w;
+	uint64_t	 t0;
+	int		 rc = TAP_FAIL;
+
+	if (vm_open(&vm, 1, code_late_slot, sizeof(code_late_slot)) != 0)
+		goto out;
+	page = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (page == MAP_FAILED)
+		goto out;
+	page[0] = 0xcafef00d;
+	t0 = mono_ns();
+	if (hv_mem_map(vm.hv, 1, LATE_SLOT_GPA, 4096, page, 0) != 0) {
+		tap_diag("mapping a slot after the vCPU failed");
+		goto out;
+	}
+	tap_diag("slot added after the irqchip in %llu us",
+	    (unsigned long long)((mono_ns() - t0) / 1000));
+	if (run_expect(&vm, &e, HV_EXIT_IO) != 0)
+		goto out;
+	w = le32(e.io.data);
+	if (e.io.port != 0x11 || w != 0xcafef00d || page[1] != 0xcafef00d) {
+		tap_diag("guest read %#x, wrote %#x", w, page[1]);
+		goto out;
+	}
+	if (hv_mem_unmap(vm.hv, 1) != 0) {
+		tap_diag("removing the late slot failed");
+		goto out;
+	}
+	rc = TAP_PASS;
+out:
+	vm_close(&vm);
+	if (page != MAP_FAILED)
+		munmap(page, 4096);
 	return rc;
 }
 
@@ -795,6 +1061,9 @@ static const struct tap_case cases[] = {
 	{ "port I/O, MMIO exits and MMIO ioeventfd", test_io_mmio_ioeventfd },
 	{ "CPUID APIC ID, topology, KVM signature", test_cpuid },
 	{ "irq line and irqfd", test_irq },
+	{ "CPUID leaf 0xD agrees with the feature bits", test_cpuid_xsave },
+	{ "irq line and irqfd before any vCPU", test_irq_before_vcpu },
+	{ "a memory slot added after the irqchip", test_late_slot },
 	{ "cli; hlt is halted for good", test_halted_for_good },
 	{ "sti; hlt is not halted for good", test_halted_with_if },
 	{ "a running vCPU is not halted for good", test_not_halted },
