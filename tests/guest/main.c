@@ -13,6 +13,11 @@
  *   exit=triple     empty IDT + ud2: triple fault
  *   exit=idle       interrupts on, halted until the host stops it (the
  *                   8259s masked, so nothing ever wakes it)
+ *   virtio-rng, virtio-blk, virtio-blk-ro, virtio-console, virtio-balloon,
+ *   virtio-vsock, vsock-listen=P
+ *                   drive a virtio-mmio device (vdev.c), found through
+ *   virtio_mmio.device=<size>@<base>:<irq>  (as Linux takes it)
+ *   vsock-port=P, balloon-wait=S  options of those tests
  */
 #include "testguest.h"
 
@@ -44,6 +49,13 @@ static const struct test tests[] = {
 	{ "basic", 0, test_basic },
 	{ "smp", 0, test_smp },
 	{ "count", 1, test_count },
+	{ "virtio-rng", 0, test_virtio_rng },
+	{ "virtio-blk", 0, test_virtio_blk },
+	{ "virtio-blk-ro", 0, test_virtio_blk_ro },
+	{ "virtio-console", 0, test_virtio_console },
+	{ "virtio-balloon", 0, test_virtio_balloon },
+	{ "virtio-vsock", 0, test_virtio_vsock },
+	{ "vsock-listen", 1, test_vsock_listen },
 };
 
 static enum exit_mode exit_mode = EXIT_HALT;
@@ -55,6 +67,12 @@ static uint64_t memtest_saved[MEMTEST_CHUNK];
 static unsigned memtest_n;
 
 void tg_main(uint32_t start_info_paddr) __attribute__((noreturn));
+
+const struct hvm_start_info *
+tg_start_info(void)
+{
+	return start_info;
+}
 
 static void __attribute__((noreturn))
 leave(void)
@@ -300,12 +318,14 @@ tg_main(uint32_t start_info_paddr)
 	tg_printf("testguest: cmdline \"%s\"\n", cmdline);
 	nwords = split_words(cmdline, words, MAX_SELECTED * 2);
 
-	/* exit= first, so a later failure already leaves the chosen way. */
+	/* exit= first, so a later failure already leaves the chosen way;
+	 * then options (devices, ports), which tests read wherever they
+	 * stand on the line. */
 	for (i = 0; i < nwords; i++)
 		if (parse_exit(words[i]) < 0)
 			tg_fail("unknown word '%s'", words[i]);
 	for (i = 0; i < nwords; i++) {
-		if (parse_exit(words[i]) > 0)
+		if (parse_exit(words[i]) > 0 || vdev_option(words[i]))
 			continue;
 		if (nsel == MAX_SELECTED)
 			tg_fail("too many tests on the command line");

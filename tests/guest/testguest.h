@@ -130,6 +130,130 @@ void	 tg_fail(const char *fmt, ...)
  * tg_fail() on failure.
  */
 void	 test_smp(const char *arg);
+/* vdev.c: one test per virtio device (see README.md). */
+void	 test_virtio_rng(const char *arg);
+void	 test_virtio_blk(const char *arg);
+void	 test_virtio_blk_ro(const char *arg);
+void	 test_virtio_console(const char *arg);
+void	 test_virtio_balloon(const char *arg);
+void	 test_virtio_vsock(const char *arg);
+void	 test_vsock_listen(const char *arg);
+/* Option words (virtio_mmio.device=, vsock-port=): 1 if taken, 0 if not
+ * one of ours; a malformed option fails. */
+int	 vdev_option(const char *word);
+/* The RAM map from start_info (main.c), for tests that need free RAM. */
+const struct hvm_start_info *tg_start_info(void);
+
+/*
+ * virtio.c: polled virtio-mmio driver (version 2 transport, split
+ * virtqueues).  One device open at a time: vdev_open() resets the buffer
+ * pool that queues and vmem_alloc() draw from, vdev_close() resets the
+ * device so it lets go of that memory.
+ */
+#define VBIT(bit)		(1ULL << (bit))
+#define VIRTIO_F_INDIRECT_DESC	28
+#define VIRTIO_F_VERSION_1	32
+#define VIRTIO_INT_USED		0x1	/* InterruptStatus bits */
+#define VIRTIO_INT_CONFIG	0x2
+
+#define VQ_MAX_SIZE		16	/* queue size the driver asks for */
+#define VQ_IND_MAX		8	/* entries per indirect table */
+#define VDEV_MAX_QUEUES		3
+
+/* About a second of TSC at 1-3 GHz; waits are multiples of it. */
+#define TSC_SECOND		2000000000ULL
+
+/* Split virtqueue rings (section 2.7), little-endian = native. */
+struct vdesc {
+	uint64_t	addr;
+	uint32_t	len;
+	uint16_t	flags;
+	uint16_t	next;
+};
+
+struct vavail {
+	uint16_t	flags;
+	uint16_t	idx;
+	uint16_t	ring[VQ_MAX_SIZE];
+	uint16_t	used_event;
+};
+
+struct vused_elem {
+	uint32_t	id;
+	uint32_t	len;
+};
+
+struct vused {
+	uint16_t		flags;
+	uint16_t		idx;
+	struct vused_elem	ring[VQ_MAX_SIZE];
+	uint16_t		avail_event;
+};
+
+struct vseg {
+	void		*addr;
+	uint32_t	 len;
+	int		 write;		/* device writes it */
+};
+
+struct vq {
+	unsigned	 index;
+	uint16_t	 size;
+	uint16_t	 free_head, nfree;
+	uint16_t	 avail_idx, last_used;
+	struct vdesc	*desc;
+	struct vavail	*avail;
+	struct vused	*used;
+	struct vdesc	(*ind)[VQ_IND_MAX];
+	void		*cookie[VQ_MAX_SIZE];
+	uint8_t		 inflight[VQ_MAX_SIZE];
+};
+
+struct vdev {
+	const char	*name;		/* "rng": messages say "rng: ..." */
+	uint64_t	 base;
+	uint32_t	 irq, id;
+	uint64_t	 offered, features;
+	uint32_t	 isr_seen;	/* InterruptStatus bits acknowledged */
+	unsigned	 nused;		/* buffers the device has returned */
+	struct vq	 q[VDEV_MAX_QUEUES];
+};
+
+/* "4K@0xd0000000:16" from a virtio_mmio.device= word. */
+void	 vdev_declare(const char *arg);
+/* Finds the first declared device with this DeviceID ("FAIL no
+ * virtio-<name> device" if none), resets it and negotiates VERSION_1 plus
+ * the bits of `want` the device offers, up to FEATURES_OK. */
+void	 vdev_open(struct vdev *, uint32_t id, const char *name,
+	    uint64_t want);
+/* Sets up queue q (before vdev_driver_ok). */
+struct vq *vdev_queue(struct vdev *, unsigned q);
+void	 vdev_driver_ok(struct vdev *);
+/* Checks a used-buffer interrupt was seen, resets the device. */
+void	 vdev_close(struct vdev *);
+/* Reads InterruptStatus and acknowledges what it shows. */
+uint32_t vdev_irq_ack(const struct vdev *);
+int	 vdev_has(const struct vdev *, unsigned bit);	/* negotiated */
+int	 vdev_offers(const struct vdev *, unsigned bit);
+uint8_t	 vdev_cfg8(const struct vdev *, uint32_t off);
+uint16_t vdev_cfg16(const struct vdev *, uint32_t off);
+uint32_t vdev_cfg32(const struct vdev *, uint32_t off);
+uint64_t vdev_cfg64(const struct vdev *, uint32_t off);
+uint32_t vdev_cfg_gen(const struct vdev *);
+void	 vdev_cfg_write32(const struct vdev *, uint32_t off, uint32_t v);
+/* Zeroed memory from the pool, for buffers the device reads or writes. */
+void	*vmem_alloc(size_t size, size_t align);
+/* Makes a chain of n segments available (through one indirect table if
+ * `indirect`); returns the head, or -1 when the queue is full. */
+int	 vq_add(struct vq *, const struct vseg *segs, unsigned n,
+	    int indirect, void *cookie);
+void	 vq_kick(struct vdev *, struct vq *);
+/* 1 with the next used chain's cookie and written length, 0 if none. */
+int	 vq_poll(struct vq *, void **cookie, uint32_t *len);
+/* Spins up to `cycles` TSC cycles for a used chain ("<dev>: timed out
+ * <what>" otherwise) and acknowledges the interrupt. */
+void	*vq_wait(struct vdev *, struct vq *, uint32_t *len, uint64_t cycles,
+	    const char *what);
 
 /* start.S */
 void	 halt_forever(void) __attribute__((noreturn));
