@@ -254,11 +254,24 @@ smx_boot(struct smx *smx, const struct smx_boot_opts *o, struct smx_vm **out,
 		    VM_MAX_DISKS);
 		return -EINVAL;
 	}
+	if (opts.balloon_target_mib > opts.memory_mib) {
+		snprintf(err, errlen, "balloon target %llu MiB: more than the "
+		    "%llu MiB of memory",
+		    (unsigned long long)opts.balloon_target_mib,
+		    (unsigned long long)opts.memory_mib);
+		return -EINVAL;
+	}
+	if (opts.balloon_target_mib != 0 &&
+	    !(opts.devices & SMX_DEV_BALLOON)) {
+		snprintf(err, errlen, "a balloon target needs the balloon");
+		return -EINVAL;
+	}
 	v = xcalloc(1, sizeof *v);
 	v->smx = smx;
 	memset(&cfg, 0, sizeof cfg);
 	cfg.rng = (opts.devices & SMX_DEV_RNG) != 0;
 	cfg.balloon = (opts.devices & SMX_DEV_BALLOON) != 0;
+	cfg.balloon_target_mib = opts.balloon_target_mib;
 	cfg.hvc = (opts.devices & SMX_DEV_HVC) != 0;
 	cfg.hvc_fd = opts.console_fd;
 	if (opts.devices & SMX_DEV_VSOCK) {

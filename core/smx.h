@@ -79,6 +79,9 @@ struct smx_boot_opts {
 	uint64_t	 vsock_cid;	/* guest CID, default 3 */
 	const struct smx_disk *disks;	/* virtio-blk disks, in order */
 	unsigned	 ndisks;	/* at most 4 */
+	/* The balloon's initial target in MiB (0: none), at most
+	 * memory_mib; needs SMX_DEV_BALLOON. */
+	uint64_t	 balloon_target_mib;
 };
 
 #define SMX_DEV_RNG	0x1	/* virtio-rng fed by getrandom() */

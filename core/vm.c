@@ -259,6 +259,10 @@ vm_add_devices(struct vm *vm, const struct vm_config *cfg, char *err,
 	    NEXT_BASE, NEXT_IRQ), VIRTIO_ID_BALLOON, "virtio-balloon", err,
 	    errlen) != 0)
 		return -1;
+	/* MiB to 4 KiB pages; the guest sees it when it reads num_pages. */
+	if (cfg->balloon && cfg->balloon_target_mib != 0)
+		virtio_balloon_set_target(vm->vdev[vm->nvdev - 1].dev,
+		    (uint32_t)(cfg->balloon_target_mib << 8));
 	if (cfg->vsock_path != NULL && vm_attach_vdev(vm,
 	    virtio_vsock_create(&host, NEXT_BASE, NEXT_IRQ,
 	    cfg->vsock_cid != 0 ? cfg->vsock_cid : 3, cfg->vsock_path),

@@ -56,6 +56,7 @@ struct vm_config {
 	/* virtio devices, declared to the guest on its command line. */
 	bool		 rng;
 	bool		 balloon;
+	uint64_t	 balloon_target_mib; /* initial target, 0: none */
 	const char	*vsock_path;	/* NULL: no vsock */
 	uint64_t	 vsock_cid;	/* 0: 3 */
 	bool		 hvc;		/* virtio-console (hvc0)... */

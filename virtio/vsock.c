@@ -100,6 +100,11 @@ struct conn {
 	bool			 peer_no_rcv;	/* driver: SHUTDOWN RCV */
 	bool			 peer_no_send;	/* driver: SHUTDOWN SEND */
 	bool			 host_shut_wr;	/* we did shutdown(SHUT_WR) */
+	/* C_LINE: bytes of the CONNECT line already taken off the socket
+	 * (a line arriving in pieces must be consumed, or the readable fd
+	 * would wake the reactor again and again). */
+	char			 line[VSOCK_LINE_MAX];
+	size_t			 line_len;
 
 	/* Credit (5.10.6.3): what the driver told us, what we sent. */
 	uint32_t		 peer_buf_alloc;
@@ -758,21 +763,30 @@ conn_read_line(struct conn *c)
 	ssize_t		 n;
 	size_t		 len;
 
-	n = recv(c->fd, line, VSOCK_LINE_MAX, MSG_PEEK | MSG_DONTWAIT);
+	/* Peek what may still belong to the line (bytes after the newline
+	 * are the stream's and stay in the socket). */
+	memcpy(line, c->line, c->line_len);
+	n = recv(c->fd, line + c->line_len, VSOCK_LINE_MAX - c->line_len,
+	    MSG_PEEK | MSG_DONTWAIT);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
 	    errno == EINTR))
 		return;
 	if (n <= 0)
 		goto bad;
-	line[n] = '\0';
-	if ((nl = memchr(line, '\n', n)) == NULL) {
-		if (n == VSOCK_LINE_MAX)
+	if ((nl = memchr(line + c->line_len, '\n', n)) == NULL) {
+		if (c->line_len + n == VSOCK_LINE_MAX)
 			goto bad;
-		return;		/* wait for the rest of the line */
+		/* No newline yet: every peeked byte is the line's; take
+		 * them so the fd stops being readable until more come. */
+		if (recv(c->fd, c->line + c->line_len, n, MSG_DONTWAIT) != n)
+			goto bad;
+		c->line_len += n;
+		return;
 	}
 	len = nl - line + 1;
-	/* Consume exactly the line: bytes after it are the stream's. */
-	if (recv(c->fd, line, len, MSG_DONTWAIT) != (ssize_t)len)
+	/* Consume exactly the rest of the line. */
+	if (recv(c->fd, line + c->line_len, len - c->line_len, MSG_DONTWAIT) !=
+	    (ssize_t)(len - c->line_len))
 		goto bad;
 	line[len - 1] = '\0';
 	if (len >= 2 && line[len - 2] == '\r')

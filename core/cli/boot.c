@@ -29,7 +29,8 @@ cmd_boot_usage(FILE *f)
 	    "usage: smx boot [--kernel FILE] [--initrd FILE] [--cmdline STRING]\n"
 	    "                [--append STRING] [--memory MiB] [--cpus N]\n"
 	    "                [--console FILE] [--disk FILE[:ro]]... [--vsock PATH]\n"
-	    "                [--no-vsock] [--no-rng] [--no-balloon] [--hvc]\n\n"
+	    "                [--no-vsock] [--no-rng] [--no-balloon] [--hvc]\n"
+	    "                [--balloon-target MiB]\n\n"
 	    "Boot a Linux kernel (an uncompressed vmlinux through its PVH entry,\n"
 	    "or a bzImage) in a microVM.  The serial console (ttyS0) is\n"
 	    "connected to stdout and, when stdin is not a terminal, stdin.\n\n"
@@ -50,6 +51,9 @@ cmd_boot_usage(FILE *f)
 	    "                    guest connections to port P reach PATH_P\n"
 	    "  --no-vsock, --no-rng, --no-balloon\n"
 	    "                    leave out a default virtio device\n"
+	    "  --balloon-target MiB\n"
+	    "                    memory the balloon asks the guest to give back\n"
+	    "                    from the start (default 0)\n"
 	    "  --hvc             add a virtio-console (hvc0) on the console too\n\n"
 	    "Devices are virtio-mmio, declared on the kernel command line.\n\n"
 	    "exit status: 0 the guest powered off or halted, 3 it rebooted,\n"
@@ -90,6 +94,7 @@ cmd_boot(int argc, char **argv)
 		{ "no-rng",	no_argument,	   NULL, 'R' },
 		{ "no-balloon",	no_argument,	   NULL, 'B' },
 		{ "hvc",	no_argument,	   NULL, 'H' },
+		{ "balloon-target", required_argument, NULL, 'T' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -181,6 +186,15 @@ cmd_boot(int argc, char **argv)
 			break;
 		case 'H':
 			o.devices |= SMX_DEV_HVC;
+			break;
+		case 'T':
+			if (cli_number(optarg, 0, 1ULL << 20, &n) != 0) {
+				fprintf(stderr, "smx boot: --balloon-target "
+				    "%s: give MiB from 0 to 1048576\n", optarg);
+				status = CLI_EXIT_USAGE;
+				goto out;
+			}
+			o.balloon_target_mib = n;
 			break;
 		case 'h':
 			cmd_boot_usage(stdout);

@@ -8,6 +8,8 @@
  *                   (the default when no test word is given)
  *   smp             MP table, start every AP, wait for all to check in
  *   count=N         print "count: i" for i in 1..N
+ *   fill=MIB        write a byte into every page of MIB MiB from 64 MiB
+ *   pause=S         spin S seconds of TSC (the host samples meanwhile)
  *   exit=halt       cli; hlt forever (default)
  *   exit=reboot     i8042 reset (0xfe to port 0x64)
  *   exit=triple     empty IDT + ud2: triple fault
@@ -28,6 +30,8 @@
 #define MEMTEST_STRIDE	0x10000UL	/* one word per 64 KiB */
 #define MEMTEST_CHUNK	256
 #define COUNT_LOOP	10000
+#define FILL_START	0x4000000UL	/* 64 MiB: where virtio-balloon starts */
+#define FILL_PAGE	4096UL
 
 enum exit_mode { EXIT_HALT, EXIT_REBOOT, EXIT_TRIPLE, EXIT_IDLE };
 
@@ -44,11 +48,15 @@ struct selected {
 
 static void test_basic(const char *arg);
 static void test_count(const char *arg);
+static void test_fill(const char *arg);
+static void test_pause(const char *arg);
 
 static const struct test tests[] = {
 	{ "basic", 0, test_basic },
 	{ "smp", 0, test_smp },
 	{ "count", 1, test_count },
+	{ "fill", 1, test_fill },
+	{ "pause", 1, test_pause },
 	{ "virtio-rng", 0, test_virtio_rng },
 	{ "virtio-blk", 0, test_virtio_blk },
 	{ "virtio-blk-ro", 0, test_virtio_blk_ro },
@@ -56,6 +64,8 @@ static const struct test tests[] = {
 	{ "virtio-balloon", 0, test_virtio_balloon },
 	{ "virtio-vsock", 0, test_virtio_vsock },
 	{ "vsock-listen", 1, test_vsock_listen },
+	{ "vsock-echo", 1, test_vsock_echo },
+	{ "blk-randread", 1, test_blk_randread },
 };
 
 static enum exit_mode exit_mode = EXIT_HALT;
@@ -227,6 +237,47 @@ test_count(const char *arg)
 		tg_fail("count: bad number '%s'", arg);
 	for (i = 1; i <= n; i++)
 		tg_printf("count: %lu\n", i);
+}
+
+/*
+ * Touches every page of [64 MiB, 64 MiB + arg MiB) so the host backs it:
+ * the range virtio-balloon hands out first, for the host to see its
+ * memory come and go.  The range must be RAM in the memory map.
+ */
+static void
+test_fill(const char *arg)
+{
+	const struct hvm_memmap_entry *e;
+	uint64_t mib, end, a, n = 0;
+	uint32_t i;
+
+	if (parse_u64(arg, &mib) != 0 || mib == 0 || mib > 4096)
+		tg_fail("fill: bad MiB '%s'", arg);
+	end = FILL_START + (mib << 20);
+	e = phys(start_info->memmap_paddr);
+	for (i = 0; i < start_info->memmap_entries; i++)
+		if (e[i].type == HVM_MEMMAP_RAM && e[i].addr <= FILL_START &&
+		    e[i].addr + e[i].size >= end)
+			break;
+	if (i == start_info->memmap_entries || end > IDENT_LIMIT)
+		tg_fail("fill: 0x%lx-0x%lx is not RAM", FILL_START, end);
+	for (a = FILL_START; a < end; a += FILL_PAGE, n++)
+		*(volatile uint8_t *)phys(a) = (uint8_t)(n | 1);
+	tg_printf("fill: %lu pages touched\n", n);
+}
+
+/* Spins about arg seconds (TSC_SECOND is approximate). */
+static void
+test_pause(const char *arg)
+{
+	uint64_t s, start;
+
+	if (parse_u64(arg, &s) != 0 || s > 600)
+		tg_fail("pause: bad seconds '%s' (0-600)", arg);
+	tg_printf("pause: %lu s\n", s);
+	start = rdtsc();
+	while (rdtsc() - start < s * TSC_SECOND)
+		cpu_relax();
 }
 
 /* Splits cmdline in place into words; returns the number found. */

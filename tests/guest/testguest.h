@@ -138,6 +138,9 @@ void	 test_virtio_console(const char *arg);
 void	 test_virtio_balloon(const char *arg);
 void	 test_virtio_vsock(const char *arg);
 void	 test_vsock_listen(const char *arg);
+/* bench.c: the guest side of `make bench` (tests/bench/virtio_bench). */
+void	 test_vsock_echo(const char *arg);
+void	 test_blk_randread(const char *arg);
 /* Option words (virtio_mmio.device=, vsock-port=): 1 if taken, 0 if not
  * one of ours; a malformed option fails. */
 int	 vdev_option(const char *word);

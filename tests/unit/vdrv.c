@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <sys/mman.h>
+
 #include <event2/event.h>
 
 #include "hv/fake.h"
@@ -17,10 +19,23 @@
 #define DESC_F_WRITE	2
 #define DESC_F_INDIRECT	4
 
-int
-vdrv_env_init(struct vdrv_env *env, uint64_t ram_size)
+/* Give guest RAM back the way env_init() got it. */
+static void
+free_ram(struct vdrv_env *env)
 {
-	int	rc;
+	if (env->guard == 0)
+		free(env->ram);
+	else
+		munmap(env->ram - env->guard, env->ram_size + 2 * env->guard);
+}
+
+/* RAM from calloc (guard 0) or its own mapping between two PROT_NONE
+ * regions of guard bytes each. */
+static int
+env_init(struct vdrv_env *env, uint64_t ram_size, size_t guard)
+{
+	uint8_t	*map;
+	int	 rc;
 
 	memset(env, 0, sizeof(*env));
 	ram_size = ALIGN_UP(ram_size, 4096);
@@ -28,7 +43,26 @@ vdrv_env_init(struct vdrv_env *env, uint64_t ram_size)
 		return -errno;
 	if ((rc = hv_create(&env->hv, 1)) < 0)
 		goto err_reactor;
-	env->ram = xcalloc(1, ram_size);
+	if (guard == 0)
+		env->ram = xcalloc(1, ram_size);
+	else {
+		/* Reserve guard + RAM + guard inaccessible, then open up
+		 * the middle: anonymous pages come zeroed. */
+		map = mmap(NULL, ram_size + 2 * guard, PROT_NONE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (map == MAP_FAILED) {
+			rc = -errno;
+			goto err_hv;
+		}
+		if (mprotect(map + guard, ram_size, PROT_READ | PROT_WRITE)
+		    != 0) {
+			rc = -errno;
+			munmap(map, ram_size + 2 * guard);
+			goto err_hv;
+		}
+		env->ram = map + guard;
+		env->guard = guard;
+	}
 	env->ram_size = ram_size;
 	if ((rc = gmem_add(&env->mem, VDRV_RAM_GPA, ram_size, env->ram)) < 0)
 		goto err_ram;
@@ -39,11 +73,24 @@ vdrv_env_init(struct vdrv_env *env, uint64_t ram_size)
 	return 0;
 
 err_ram:
-	free(env->ram);
+	free_ram(env);
+err_hv:
 	hv_destroy(env->hv);
 err_reactor:
 	reactor_free(env->r);
 	return rc;
+}
+
+int
+vdrv_env_init(struct vdrv_env *env, uint64_t ram_size)
+{
+	return env_init(env, ram_size, 0);
+}
+
+int
+vdrv_env_init_guarded(struct vdrv_env *env, uint64_t ram_size)
+{
+	return env_init(env, ram_size, VDRV_GUARD);
 }
 
 void
@@ -52,7 +99,7 @@ vdrv_env_fini(struct vdrv_env *env)
 	vdrv_env_poll(env);
 	reactor_free(env->r);
 	hv_destroy(env->hv);
-	free(env->ram);
+	free_ram(env);
 	memset(env, 0, sizeof(*env));
 }
 

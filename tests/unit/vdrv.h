@@ -53,10 +53,19 @@ struct vdrv_env {
 	uint8_t			*ram;
 	uint64_t		 ram_size;
 	uint64_t		 brk;	/* next free GPA for vdrv_alloc */
+	size_t			 guard;	/* guard bytes each side; 0: calloc */
 };
 
 /* RAM of ram_size bytes (zeroed) at VDRV_RAM_GPA.  0 or -errno. */
 int	vdrv_env_init(struct vdrv_env *, uint64_t ram_size);
+/*
+ * Same, but RAM is its own mapping with VDRV_GUARD bytes of PROT_NONE
+ * right before and after it: a host access that strays past either end
+ * of guest RAM faults at once (ASan does not watch mmap'd memory).  For
+ * fuzzers.  0 or -errno.
+ */
+#define VDRV_GUARD	(1 << 20)
+int	vdrv_env_init_guarded(struct vdrv_env *, uint64_t ram_size);
 /* Free everything; free the devices (virtio_dev_free) first. */
 void	vdrv_env_fini(struct vdrv_env *);
 /* Run every reactor callback that is ready now; never blocks. */
