@@ -92,8 +92,32 @@ int	image_store_list_refs(struct image_store *,
  * configs and layers).  Reports what was freed. */
 int	image_store_gc(struct image_store *, uint64_t *freed_bytes,
 	    unsigned *freed_blobs) WUR;
-/* A private temp directory inside the store (same filesystem). */
+/* A private temp directory inside the store (same filesystem).  At open,
+ * files there named *.tmp or *.lock that no process holds a flock on
+ * are removed (crash leftovers); other names (partial downloads) are
+ * kept, so writers of *.tmp files must flock them while they live. */
 const char *image_store_tmpdir(struct image_store *);
+/* Per-blob lock (flock on tmp/<hex>.lock): blocks until this process
+ * owns the blob's download; then check image_store_has_blob() before
+ * fetching.  unlock releases it (and removes the lock file).  Locks from
+ * different opens of the store, threads or processes exclude each
+ * other. */
+int	image_store_lock_blob(struct image_store *, const char *digest,
+	    int *fd) WUR;
+void	image_store_unlock_blob(struct image_store *, const char *digest,
+	    int fd);
+/* Keep gc away while blobs are added but not yet reachable from a ref
+ * (a pull: hold before the first blob, release after set_ref).  Shared:
+ * any number of holders; image_store_gc() returns -EBUSY while one is
+ * held. */
+int	image_store_hold(struct image_store *, int *fd) WUR;
+void	image_store_release(int fd);
+/* The chain id of the first n layers (OCI image spec, config.md):
+ * chain(L0) = diffid0; chain(Ln) = sha256(chain(Ln-1) + " " + diffidn),
+ * written as "sha256:<hex>".  rootfs/<hex of the chain id>/ holds those
+ * layers unpacked.  -EINVAL on a malformed diff id or n == 0. */
+int	image_chain_id(const char *const *diff_ids, size_t n,
+	    char out[72]) WUR;
 
 /*
  * Layer unpacking (image/unpack.c).  Applies one layer (tar, gzip or zstd
@@ -103,11 +127,26 @@ const char *image_store_tmpdir(struct image_store *);
  * allowed), uid/gid/mode/mtime, xattrs.  Every entry is applied with
  * fd-relative operations that cannot escape the rootfs: "../" and
  * absolute names, symlinked parents, symlink-then-write, hardlinks to
- * outside are refused (the entry or the layer, see flags) and nothing is
+ * outside refuse the whole layer, and nothing is
  * ever written outside rootfs_fd.  -EINVAL + reason for a hostile or
  * corrupt layer.
+ *
+ * Details: parents are walked with openat2(RESOLVE_BENEATH |
+ * RESOLVE_NO_SYMLINKS) (O_NOFOLLOW walk before Linux 5.6), so a parent
+ * that is a symlink -- even one pointing inside the rootfs -- refuses the
+ * whole layer; missing parents are made 0755.  Symlinks are stored
+ * verbatim.  Hardlink targets are named from the root and must exist.
+ * uid/gid above 2^32-2 refuse the layer (flag or not).  A later entry
+ * replaces what is there, except that a directory over a directory is
+ * merged.  Whiteouts and opaque markers hide lower layers only, never
+ * entries of this layer, whatever their order.  Directory modes and
+ * times are set at the end.  Without IMAGE_UNPACK_DEVICES, device nodes
+ * and fifos are skipped (counted in skipped).  xattrs that cannot be set
+ * are logged, not fatal; trusted.overlay.* is never set.  On failure the
+ * rootfs is left half applied: unpack into a scratch directory and
+ * discard it on error.  Blocking; call off the reactor thread.
  */
-#define IMAGE_UNPACK_DEVICES	0x1	/* create device nodes (root) */
+#define IMAGE_UNPACK_DEVICES	0x1	/* device nodes and fifos (root) */
 #define IMAGE_UNPACK_OWNERS	0x2	/* chown to the archive's ids */
 #define IMAGE_UNPACK_XATTRS	0x4	/* apply xattrs */
 
@@ -121,5 +160,58 @@ struct image_unpack_stats {
 int	image_layer_unpack(int rootfs_fd, const char *layer_path,
 	    unsigned flags, struct image_unpack_stats *, char *err,
 	    size_t errlen) WUR;
+
+/*
+ * The registry client (image/registry.c), OCI distribution spec, on the
+ * libcurl multi interface driven by the reactor (no thread blocks on the
+ * network).  A pull resolves the reference (manifest list / OCI index ->
+ * the wanted platform), stores manifest and config, downloads missing
+ * layers in parallel (verified by sha256 while streaming, resumed with
+ * Range after an interruption, retried with backoff on 5xx / connection
+ * errors, redirects followed), then sets the ref.  Auth: anonymous bearer
+ * tokens from WWW-Authenticate, basic/bearer with credentials from
+ * ~/.docker/config.json ("auths"), or `smx login`'s file.  HTTPS with the
+ * system CAs; plain HTTP only for registries marked insecure.
+ */
+struct reactor;
+struct image_pull;
+
+struct image_pull_opts {
+	size_t		 size;		/* sizeof(struct image_pull_opts) */
+	const char	*platform;	/* "linux/amd64" (default) */
+	const char	*const *insecure;	/* NULL-terminated hosts, or NULL */
+	unsigned	 max_parallel;	/* layer downloads at once (default 3) */
+	unsigned	 retries;	/* per request (default 5) */
+	unsigned	 stall_s;	/* abort a transfer idle this long (30) */
+	const char	*auth_file;	/* default ~/.docker/config.json */
+};
+
+enum image_pull_event_kind {
+	IMAGE_PULL_RESOLVED,	/* manifest digest known */
+	IMAGE_PULL_LAYER_START,
+	IMAGE_PULL_LAYER_PROGRESS,
+	IMAGE_PULL_LAYER_DONE,	/* downloaded and verified, or present */
+	IMAGE_PULL_DONE,	/* ref set; error == 0 */
+	IMAGE_PULL_FAILED,	/* error and message set */
+};
+
+struct image_pull_event {
+	enum image_pull_event_kind kind;
+	const char	*digest;	/* manifest or layer */
+	uint64_t	 done, total;	/* bytes, for layers */
+	int		 error;		/* -errno for FAILED */
+	const char	*message;	/* one line, for FAILED */
+};
+
+typedef void (*image_pull_fn)(const struct image_pull_event *, void *arg);
+
+void	image_pull_opts_init(struct image_pull_opts *);
+/* Start pulling ref into store; cb reports progress and the end on the
+ * reactor thread.  NULL + errno when it cannot even start. */
+struct image_pull *image_pull_start(struct reactor *, struct image_store *,
+	    const struct image_ref *, const struct image_pull_opts *,
+	    image_pull_fn cb, void *arg);
+/* Abort (cb gets FAILED with -ECANCELED) or free a finished pull. */
+void	image_pull_free(struct image_pull *);
 
 #endif /* SMX_IMAGE_H */
