@@ -101,7 +101,8 @@ const char *image_store_tmpdir(struct image_store *);
  * owns the blob's download; then check image_store_has_blob() before
  * fetching.  unlock releases it (and removes the lock file).  Locks from
  * different opens of the store, threads or processes exclude each
- * other. */
+ * other; a child forked while the lock is held shares it (close the
+ * fd in the child). */
 int	image_store_lock_blob(struct image_store *, const char *digest,
 	    int *fd) WUR;
 void	image_store_unlock_blob(struct image_store *, const char *digest,

@@ -85,4 +85,25 @@ const char *smx_home(void);
 /* Monotonic clock in nanoseconds. */
 uint64_t now_ns(void);
 
+/*
+ * SHA-256 (core/base/sha256.c).  init, update any number of times, final
+ * (which wipes the context).  sha256_hex() writes 64 lowercase hex digits
+ * and a NUL; sha256_buf() hashes one buffer straight to hex.
+ */
+#define SHA256_LEN	32
+#define SHA256_HEX_LEN	64
+
+struct sha256_ctx {
+	uint32_t	h[8];
+	uint64_t	len;
+	uint8_t		buf[64];
+	size_t		nbuf;
+};
+
+void	sha256_init(struct sha256_ctx *);
+void	sha256_update(struct sha256_ctx *, const void *, size_t);
+void	sha256_final(struct sha256_ctx *, uint8_t out[SHA256_LEN]);
+void	sha256_hex(const uint8_t d[SHA256_LEN], char out[SHA256_HEX_LEN + 1]);
+void	sha256_buf(const void *, size_t, char out[SHA256_HEX_LEN + 1]);
+
 #endif /* SMX_BASE_H */
