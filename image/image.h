@@ -208,11 +208,91 @@ typedef void (*image_pull_fn)(const struct image_pull_event *, void *arg);
 
 void	image_pull_opts_init(struct image_pull_opts *);
 /* Start pulling ref into store; cb reports progress and the end on the
- * reactor thread.  NULL + errno when it cannot even start. */
+ * reactor thread.  NULL + errno when it cannot even start.  The ref is
+ * set to the platform's manifest digest (an index is stored but not
+ * referenced).  cb may call image_pull_free() only for DONE and FAILED.
+ * The pull keeps reactor_run() going until its final event.  The store
+ * must stay open until then: a per-blob lock wait runs on a helper
+ * thread that uses it.  Layer events are for layers only (not the
+ * config).  Credentials from credential helpers ("credsStore") are not
+ * read. */
 struct image_pull *image_pull_start(struct reactor *, struct image_store *,
 	    const struct image_ref *, const struct image_pull_opts *,
 	    image_pull_fn cb, void *arg);
 /* Abort (cb gets FAILED with -ECANCELED) or free a finished pull. */
 void	image_pull_free(struct image_pull *);
+
+/*
+ * Import (image/import.c): images made from local things, no network.
+ *
+ * image_import_dir() turns a directory into a one-layer image: the layer
+ * is a pax tar (entries sorted by name, mtime in seconds, uid/gid/mode,
+ * xattrs, hardlinks by (dev, ino); no atime, ctime or owner names), gzip
+ * compressed, so importing the same tree twice gives the same digests.
+ * The OCI config says linux/amd64, Env PATH (plus opts->env), Cmd
+ * (default ["/bin/sh"]) and WorkingDir (default "/").  Blobs go into the
+ * store under a gc hold, then ref is set.  digest (72 bytes, may be NULL)
+ * receives the manifest digest.  Blocking.
+ */
+struct image_import_opts {
+	size_t		 size;		/* sizeof(struct image_import_opts) */
+	const char	*const *cmd;	/* NULL-terminated argv, or NULL */
+	const char	*const *env;	/* NULL-terminated "K=V", or NULL */
+	const char	*workdir;	/* default "/" */
+};
+
+void	image_import_opts_init(struct image_import_opts *);
+int	image_import_dir(struct image_store *, const char *dir,
+	    const struct image_ref *, const struct image_import_opts *,
+	    char *digest, char *err, size_t errlen) WUR;
+
+/*
+ * image_load() adds the images of a `docker save` archive (a tar with
+ * manifest.json) or of an OCI image layout (a directory or a tar with
+ * oci-layout, index.json and blobs/sha256/) to the store.  Every blob is
+ * verified (descriptor digests and sizes, the config's rootfs.diff_ids
+ * against the layers' uncompressed content) before any ref is set: on
+ * error no ref changes.  Refs come from RepoTags (docker) or the
+ * org.opencontainers.image.ref.name annotation (OCI: a full reference,
+ * or a bare tag applied to name); name (may be NULL) is used when the
+ * archive names nothing, and for an OCI layout it overrides the
+ * repository.  cb(ref, manifest digest, arg) reports each ref set.
+ * -EINVAL + reason for a malformed or hostile archive.  Blocking.
+ */
+typedef void (*image_load_fn)(const char *ref, const char *digest,
+	    void *arg);
+
+int	image_load(struct image_store *, const char *path, const char *name,
+	    image_load_fn cb, void *arg, char *err, size_t errlen) WUR;
+
+/*
+ * Rootfs cache (image/rootfs.c): an image's layers unpacked into
+ * rootfs/<chain id hex>/ under the store, one full tree per chain id
+ * (every prefix of the layer list is kept, so images sharing base layers
+ * share their unpacked prefix).  Chain n is built by copying the tree of
+ * chain n-1 (a real copy: no inode is shared between trees; the kernel
+ * may clone extents) and applying layer n on top, in tmp/ of the store,
+ * then renamed in: a tree under rootfs/ is always complete.  A per-chain
+ * lock (the store's blob lock, keyed by the chain id) makes concurrent
+ * callers, in this process or others, build a chain once.  Trees are
+ * shared read-only by convention (modes are kept exact, not stripped of
+ * w).  As root, owners, device nodes and xattrs are applied; otherwise
+ * xattrs only.  A gc hold is kept while building.  Blocking; call off the
+ * reactor thread.
+ */
+struct image_rootfs_stats {
+	unsigned	layers;		/* layers of the image */
+	unsigned	reused;		/* leading layers found unpacked */
+	unsigned	unpacked;	/* layers this call unpacked */
+};
+
+/* Unpack (or find) the tree of the image whose manifest is
+ * manifest_digest; its path goes into path.  stats may be NULL.
+ * -ENOENT when a blob is missing, -EINVAL for a malformed manifest or
+ * config or a refused layer (nothing is left under rootfs/), with a
+ * reason in err. */
+int	image_rootfs_get(struct image_store *, const char *manifest_digest,
+	    char *path, size_t len, struct image_rootfs_stats *stats,
+	    char *err, size_t errlen) WUR;
 
 #endif /* SMX_IMAGE_H */
