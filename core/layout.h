@@ -17,6 +17,11 @@
  *   ...         RAM up to min(memory, MMIO gap)
  *   0xc0000000  MMIO gap: virtio-mmio windows, IOAPIC, LAPIC, TSS
  *   0x100000000 RAM above 4 GiB when memory exceeds the gap
+ *   0x4000000000 virtio-fs DAX windows (256 GiB up), share n at
+ *               LAYOUT_DAX_BASE + n * LAYOUT_DAX_STRIDE: above the RAM of
+ *               any machine with DAX (vm_create refuses DAX past
+ *               LAYOUT_DAX_MAX_RAM_MIB) and inside 40 physical address
+ *               bits.  Not RAM: the e820 map leaves it out.
  */
 #ifndef SMX_LAYOUT_H
 #define SMX_LAYOUT_H
@@ -45,6 +50,12 @@
 #define LAYOUT_IOAPIC		0xfec00000ULL
 #define LAYOUT_LAPIC		0xfee00000ULL
 #define LAYOUT_HIGH_RAM		0x100000000ULL
+#define LAYOUT_DAX_BASE		0x4000000000ULL	/* 256 GiB */
+#define LAYOUT_DAX_STRIDE	0x400000000ULL	/* 16 GiB per share */
+#define LAYOUT_DAX_WINDOW	0x40000000ULL	/* 1 GiB: the default window */
+/* RAM that still ends below LAYOUT_DAX_BASE (the gap shifts it up 1 GiB). */
+#define LAYOUT_DAX_MAX_RAM_MIB	((LAYOUT_DAX_BASE - LAYOUT_HIGH_RAM + \
+	    LAYOUT_MMIO_GAP) >> 20)
 
 /* First IOAPIC pin handed to virtio-mmio devices (ISA uses 0-15). */
 #define LAYOUT_VIRTIO_IRQ_BASE	16

@@ -254,6 +254,11 @@ smx_boot(struct smx *smx, const struct smx_boot_opts *o, struct smx_vm **out,
 		    VM_MAX_DISKS);
 		return -EINVAL;
 	}
+	if (opts.nshares > VM_MAX_SHARES) {
+		snprintf(err, errlen, "%u shares: at most %d", opts.nshares,
+		    VM_MAX_SHARES);
+		return -EINVAL;
+	}
 	if (opts.balloon_target_mib > opts.memory_mib) {
 		snprintf(err, errlen, "balloon target %llu MiB: more than the "
 		    "%llu MiB of memory",
@@ -293,6 +298,13 @@ smx_boot(struct smx *smx, const struct smx_boot_opts *o, struct smx_vm **out,
 		cfg.disks[i].readonly = opts.disks[i].readonly != 0;
 	}
 	cfg.ndisks = opts.ndisks;
+	for (unsigned i = 0; i < opts.nshares; i++) {
+		cfg.shares[i].path = opts.shares[i].path;
+		cfg.shares[i].tag = opts.shares[i].tag;
+		cfg.shares[i].readonly = opts.shares[i].readonly != 0;
+		cfg.shares[i].dax = opts.shares[i].dax != 0;
+	}
+	cfg.nshares = opts.nshares;
 	cfg.kernel = opts.kernel;
 	cfg.initrd = opts.initrd;
 	cfg.cmdline = opts.cmdline != NULL ? opts.cmdline : default_cmdline;

@@ -82,6 +82,9 @@ struct smx_boot_opts {
 	/* The balloon's initial target in MiB (0: none), at most
 	 * memory_mib; needs SMX_DEV_BALLOON. */
 	uint64_t	 balloon_target_mib;
+	/* virtio-fs shares of host directories, after the disks. */
+	const struct smx_share *shares;
+	unsigned	 nshares;	/* at most 4 */
 };
 
 #define SMX_DEV_RNG	0x1	/* virtio-rng fed by getrandom() */
@@ -92,6 +95,15 @@ struct smx_boot_opts {
 struct smx_disk {
 	const char	*path;		/* raw image or block device */
 	int		 readonly;
+};
+
+/* A host directory the guest mounts with `mount -t virtiofs TAG DIR`
+ * (or boots from: rootfstype=virtiofs root=TAG). */
+struct smx_share {
+	const char	*path;		/* the host directory */
+	const char	*tag;		/* 1 to 36 bytes */
+	int		 readonly;	/* every change fails with EROFS */
+	int		 dax;		/* a 1 GiB DAX window (mount -o dax) */
 };
 
 /* Fill *o with defaults. */

@@ -22,6 +22,7 @@
 
 #include "core/layout.h"
 #include "core/vm.h"
+#include "fusefs/fusefs.h"
 #include "virtio/virtio.h"
 
 #define VM_RING_SLOTS		64
@@ -230,8 +231,11 @@ vm_attach_vdev(struct vm *vm, struct virtio_dev *dev, uint32_t device_id,
 	return 0;
 }
 
+/* KVM memory slots: 0 and 1 hold RAM, DAX windows follow. */
+#define VM_SLOT_DAX	2
+
 /* The virtio devices of cfg, in a fixed order (so a snapshot finds each
- * at the same window): rng, balloon, vsock, console, disks. */
+ * at the same window): rng, balloon, vsock, console, disks, shares. */
 static int
 vm_add_devices(struct vm *vm, const struct vm_config *cfg, char *err,
     size_t errlen)
@@ -240,13 +244,17 @@ vm_add_devices(struct vm *vm, const struct vm_config *cfg, char *err,
 	unsigned		 i, n;
 	uint64_t		 base;
 	uint32_t		 irq;
+	struct fusefs_opts	 fo;
+	const struct vm_share	*sh;
 
 	vm->cmdline = xstrdup(cfg->cmdline != NULL ? cfg->cmdline : "");
 	n = cfg->rng + cfg->balloon + (cfg->vsock_path != NULL) +
-	    cfg->hvc + cfg->ndisks;
-	if (cfg->ndisks > VM_MAX_DISKS || n > VM_MAX_VIRTIO) {
+	    cfg->hvc + cfg->ndisks + cfg->nshares;
+	if (cfg->ndisks > VM_MAX_DISKS || cfg->nshares > VM_MAX_SHARES ||
+	    n > VM_MAX_VIRTIO) {
 		snprintf(err, errlen, "too many devices: at most %d virtio "
-		    "devices, %d of them disks", VM_MAX_VIRTIO, VM_MAX_DISKS);
+		    "devices, %d of them disks and %d shares", VM_MAX_VIRTIO,
+		    VM_MAX_DISKS, VM_MAX_SHARES);
 		return -1;
 	}
 	err[0] = '\0';
@@ -278,6 +286,26 @@ vm_add_devices(struct vm *vm, const struct vm_config *cfg, char *err,
 		if (vm_attach_vdev(vm, virtio_blk_create(&host, base, irq,
 		    cfg->disks[i].path, cfg->disks[i].readonly, err, errlen),
 		    VIRTIO_ID_BLOCK, cfg->disks[i].path, err, errlen) != 0)
+			return -1;
+	}
+	for (i = 0; i < cfg->nshares; i++) {
+		sh = &cfg->shares[i];
+		if (sh->dax && cfg->memory_mib > LAYOUT_DAX_MAX_RAM_MIB) {
+			snprintf(err, errlen, "share %s: DAX needs at most %llu "
+			    "MiB of memory", sh->tag,
+			    (unsigned long long)LAYOUT_DAX_MAX_RAM_MIB);
+			return -1;
+		}
+		fusefs_opts_init(&fo);
+		fo.root = sh->path;
+		fo.readonly = sh->readonly;
+		fo.dax_window = sh->dax ? LAYOUT_DAX_WINDOW : 0;
+		base = NEXT_BASE;
+		irq = NEXT_IRQ;
+		if (vm_attach_vdev(vm, virtio_fs_create(&host, base, irq, &fo,
+		    sh->tag, VM_SLOT_DAX + i, LAYOUT_DAX_BASE +
+		    i * LAYOUT_DAX_STRIDE, err, errlen), VIRTIO_ID_FS,
+		    sh->path, err, errlen) != 0)
 			return -1;
 	}
 #undef NEXT_BASE

@@ -41,6 +41,15 @@ struct vm_disk {
 	bool		 readonly;
 };
 #define VM_MAX_DISKS	4
+/* A virtio-fs share of a host directory, mounted by tag in the guest;
+ * with dax a LAYOUT_DAX_WINDOW window at LAYOUT_DAX_BASE + n * stride. */
+struct vm_share {
+	const char	*path;
+	const char	*tag;
+	bool		 readonly;
+	bool		 dax;
+};
+#define VM_MAX_SHARES	4
 /* virtio-mmio devices: one 4 KiB window and one IOAPIC pin each. */
 #define VM_MAX_VIRTIO	(LAYOUT_IOAPIC_PINS - LAYOUT_VIRTIO_IRQ_BASE)
 
@@ -63,6 +72,8 @@ struct vm_config {
 	int		 hvc_fd;	/* ...writing here */
 	struct vm_disk	 disks[VM_MAX_DISKS];
 	unsigned	 ndisks;
+	struct vm_share	 shares[VM_MAX_SHARES];	/* after the disks */
+	unsigned	 nshares;
 };
 
 typedef void (*vm_end_fn)(struct vm *, enum vm_end, void *arg);

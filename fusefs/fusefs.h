@@ -111,8 +111,9 @@ void	fusefs_get_stats(struct fusefs *, struct fusefs_stats *);
 
 /*
  * /dev/fuse on the host (fusefs/devfuse.c): mount the server at
- * mountpoint (fuse.smx, allow_other, default_permissions off: the server
- * checks as the kernel would) and serve it with nthreads worker threads
+ * mountpoint (fuse.smx, allow_other, default_permissions: the kernel
+ * checks permissions as the virtio-fs client does; without it cached
+ * directory entries would skip search checks) and serve it with nthreads worker threads
  * reading /dev/fuse.  Notifications go back through the same fd.
  * fusefs_unmount() detaches (lazy), stops the threads and frees.
  */
@@ -122,5 +123,15 @@ struct fusefs_mount *fusefs_mount(struct reactor *,
 		    unsigned nthreads, char *err, size_t errlen);
 void	fusefs_unmount(struct fusefs_mount *);
 struct fusefs	*fusefs_mount_fs(struct fusefs_mount *);
+/*
+ * fn(arg) runs once when the kernel ends the connection (the file system
+ * was unmounted from outside, or the connection aborted) and every
+ * worker has stopped: on the last worker's thread, or at once on the
+ * caller's if that already happened.  fn may only do what is safe from
+ * any thread (reactor_post()); the owner then calls fusefs_unmount().
+ * Not called once fusefs_unmount() has begun.
+ */
+void	fusefs_mount_set_gone_cb(struct fusefs_mount *, void (*fn)(void *),
+	    void *arg);
 
 #endif /* SMX_FUSEFS_H */

@@ -230,7 +230,8 @@ void	image_pull_free(struct image_pull *);
  * xattrs, hardlinks by (dev, ino); no atime, ctime or owner names), gzip
  * compressed, so importing the same tree twice gives the same digests.
  * The OCI config says linux/amd64, Env PATH (plus opts->env), Cmd
- * (default ["/bin/sh"]) and WorkingDir (default "/").  Blobs go into the
+ * (default ["/bin/sh"]) and WorkingDir (default "/"); "created" is the
+ * newest mtime in the tree.  Blobs go into the
  * store under a gc hold, then ref is set.  digest (72 bytes, may be NULL)
  * receives the manifest digest.  Blocking.
  */
@@ -239,6 +240,7 @@ struct image_import_opts {
 	const char	*const *cmd;	/* NULL-terminated argv, or NULL */
 	const char	*const *env;	/* NULL-terminated "K=V", or NULL */
 	const char	*workdir;	/* default "/" */
+	long long	 uid, gid;	/* every entry's owner; -1: as found */
 };
 
 void	image_import_opts_init(struct image_import_opts *);
@@ -273,16 +275,19 @@ int	image_load(struct image_store *, const char *path, const char *name,
  * chain n-1 (a real copy: no inode is shared between trees; the kernel
  * may clone extents) and applying layer n on top, in tmp/ of the store,
  * then renamed in: a tree under rootfs/ is always complete.  A per-chain
- * lock (the store's blob lock, keyed by the chain id) makes concurrent
- * callers, in this process or others, build a chain once.  Trees are
- * shared read-only by convention (modes are kept exact, not stripped of
- * w).  As root, owners, device nodes and xattrs are applied; otherwise
- * xattrs only.  A gc hold is kept while building.  Blocking; call off the
- * reactor thread.
+ * lock (a store blob lock keyed by sha256("rootfs " + chain id)) makes
+ * concurrent callers, in this process or others, build a chain once.
+ * Trees are shared read-only by convention (modes are kept exact, not
+ * stripped of w).  As root, owners, device nodes and xattrs are applied;
+ * otherwise xattrs only.  A gc hold is kept while building, so smx gc
+ * answers busy meanwhile.  A crash mid-build leaves tmp/<hex>.rootfs,
+ * removed by the next build of that chain.  Layer content is not checked
+ * against its diff id (the blob's digest was checked when stored).
+ * Blocking; call off the reactor thread.
  */
 struct image_rootfs_stats {
 	unsigned	layers;		/* layers of the image */
-	unsigned	reused;		/* leading layers found unpacked */
+	unsigned	reused;		/* layers found unpacked (by others) */
 	unsigned	unpacked;	/* layers this call unpacked */
 };
 

@@ -88,6 +88,7 @@ dev_reset(struct virtio_dev *dev)
 	}
 	dev->driver_features = 0;
 	dev->dev_feat_sel = dev->drv_feat_sel = dev->queue_sel = 0;
+	dev->shm_sel = 0;
 	dev->status = 0;
 	dev->isr = 0;
 	dev->fail_logged = false;
@@ -296,6 +297,23 @@ sel_queue(struct virtio_dev *dev)
 	return &dev->q[dev->queue_sel];
 }
 
+/* The SHMLen / SHMBase halves of the region SHMSel names.  A region
+ * the device lacks reads as length (and base) all-ones (4.2.2). */
+static uint32_t
+shm_read(struct virtio_dev *dev, uint64_t off)
+{
+	uint64_t	gpa, len, v;
+
+	if (dev->ops->shm_region == NULL ||
+	    !dev->ops->shm_region(dev, dev->priv, dev->shm_sel, &gpa, &len))
+		return 0xffffffff;
+	v = off == VIRTIO_MMIO_SHM_LEN_LOW || off == VIRTIO_MMIO_SHM_LEN_HIGH ?
+	    len : gpa;
+	if (off == VIRTIO_MMIO_SHM_LEN_HIGH || off == VIRTIO_MMIO_SHM_BASE_HIGH)
+		return (uint32_t)(v >> 32);
+	return (uint32_t)v;
+}
+
 static uint32_t
 reg_read(struct virtio_dev *dev, uint64_t off)
 {
@@ -327,8 +345,7 @@ reg_read(struct virtio_dev *dev, uint64_t off)
 	case VIRTIO_MMIO_SHM_LEN_HIGH:
 	case VIRTIO_MMIO_SHM_BASE_LOW:
 	case VIRTIO_MMIO_SHM_BASE_HIGH:
-		/* No shared memory regions: length all-ones (4.2.2). */
-		return 0xffffffff;
+		return shm_read(dev, off);
 	case VIRTIO_MMIO_CONFIG_GENERATION:
 		return dev->config_gen;
 	default:
@@ -366,6 +383,9 @@ reg_write(struct virtio_dev *dev, uint64_t off, uint32_t val)
 		break;
 	case VIRTIO_MMIO_QUEUE_SEL:
 		dev->queue_sel = val;
+		break;
+	case VIRTIO_MMIO_SHM_SEL:
+		dev->shm_sel = val;
 		break;
 	case VIRTIO_MMIO_QUEUE_NUM:
 		if (qwritable)

@@ -146,6 +146,14 @@ struct virtio_dev_ops {
 		    size_t len);
 	/* Optional: free priv when the device is freed. */
 	void	(*free)(void *priv);
+	/*
+	 * Optional: shared memory region `id` (section 2.10, read through
+	 * the SHMSel / SHMLen / SHMBase registers).  Returns true and fills
+	 * the region's guest physical base and length when the device has
+	 * region id; false (or a NULL op) reads as "no such region".
+	 */
+	bool	(*shm_region)(struct virtio_dev *, void *priv, uint32_t id,
+		    uint64_t *gpa, uint64_t *len);
 };
 
 /*
@@ -329,5 +337,37 @@ int	virtio_balloon_stats_interval(struct virtio_dev *, unsigned ms);
  */
 struct virtio_dev *virtio_console_create(const struct virtio_host *,
 	    uint64_t base, uint32_t irq, int out_fd, int in_fd);
+
+/*
+ * fs
+ *
+ * virtio-fs (virtio/fs.c, section 5.11): a FUSE server (fusefs/) for
+ * one host directory, mounted in the guest by `tag` (at most 36 bytes).
+ * Queues: hiprio (0: FORGET, BATCH_FORGET, INTERRUPT) and one request
+ * queue (1).  No NOTIFICATION feature: the server's notifications fail
+ * with -ENOSYS and cache timeouts do their job.  Requests run on a small
+ * pool of worker threads (fusefs_handle may block); the reactor pushes
+ * the replies.  A malformed request marks the device NEEDS_RESET.
+ *
+ * DAX: with opts->dax_window != 0 (a multiple of 2 MiB) the device
+ * offers shared memory region 0 (VIRTIO_FS_SHMCAP_ID_CACHE) at guest
+ * physical dax_gpa, backed by a host reservation of that size
+ * registered as KVM memory slot dax_slot; the server's SETUPMAPPING
+ * mmaps file ranges into it, REMOVEMAPPING puts zero pages back.
+ * dax_slot and dax_gpa are ignored without a window.  The window is not
+ * guest RAM: a descriptor pointing into it is refused like any address
+ * outside RAM.  Snapshots of a device with a DAX window are refused
+ * (-EOPNOTSUPP): the window's contents are file mappings.
+ * NULL + errno on failure, with a one-line reason in err.
+ */
+struct fusefs_opts;
+struct fusefs;
+#define VIRTIO_FS_TAG_MAX	36
+struct virtio_dev *virtio_fs_create(const struct virtio_host *,
+	    uint64_t base, uint32_t irq, const struct fusefs_opts *,
+	    const char *tag, uint32_t dax_slot, uint64_t dax_gpa, char *err,
+	    size_t errlen);
+/* The device's FUSE server (stats, tests). */
+struct fusefs	*virtio_fs_server(struct virtio_dev *);
 
 #endif /* SMX_VIRTIO_H */

@@ -65,6 +65,7 @@ struct virtio_dev {
 	uint32_t			 status;
 	uint32_t			 isr;
 	uint32_t			 config_gen;
+	uint32_t			 shm_sel;	/* SHMSel */
 	bool				 fail_logged;
 
 	struct reactor_eventfd		*irqfd;

@@ -30,7 +30,7 @@ cmd_boot_usage(FILE *f)
 	    "                [--append STRING] [--memory MiB] [--cpus N]\n"
 	    "                [--console FILE] [--disk FILE[:ro]]... [--vsock PATH]\n"
 	    "                [--no-vsock] [--no-rng] [--no-balloon] [--hvc]\n"
-	    "                [--balloon-target MiB]\n\n"
+	    "                [--balloon-target MiB] [--share DIR:TAG[:ro][:dax]]...\n\n"
 	    "Boot a Linux kernel (an uncompressed vmlinux through its PVH entry,\n"
 	    "or a bzImage) in a microVM.  The serial console (ttyS0) is\n"
 	    "connected to stdout and, when stdin is not a terminal, stdin.\n\n"
@@ -54,12 +54,50 @@ cmd_boot_usage(FILE *f)
 	    "  --balloon-target MiB\n"
 	    "                    memory the balloon asks the guest to give back\n"
 	    "                    from the start (default 0)\n"
-	    "  --hvc             add a virtio-console (hvc0) on the console too\n\n"
+	    "  --hvc             add a virtio-console (hvc0) on the console too\n"
+	    "  --share DIR:TAG[:ro][:dax]\n"
+	    "                    share host directory DIR over virtio-fs; the\n"
+	    "                    guest mounts it with mount -t virtiofs TAG\n"
+	    "                    (read-only with :ro, a 1 GiB DAX window with\n"
+	    "                    :dax for mount -o dax); up to 4; boot from it\n"
+	    "                    with --append \"rootfstype=virtiofs root=TAG\"\n\n"
 	    "Devices are virtio-mmio, declared on the kernel command line.\n\n"
 	    "exit status: 0 the guest powered off or halted, 3 it rebooted,\n"
 	    "4 it triple-faulted, 5 the hypervisor failed, 128+N stopped by\n"
 	    "signal N, 1 smx could not start it, 2 bad usage.\n",
 	    cli_kernel_path(), smx_default_cmdline());
+}
+
+/* Parse arg, DIR:TAG[:ro][:dax], into sh; spec is a copy of arg that
+ * is split in place (sh points into it).  0, or -1 after a one-line
+ * message. */
+static int
+parse_share(const char *arg, char *spec, struct smx_share *sh)
+{
+	char	*colon;
+	bool	 more = true;
+
+	memset(sh, 0, sizeof(*sh));
+	/* Flags come off the end, in either order. */
+	while (more && (colon = strrchr(spec, ':')) != NULL) {
+		more = false;
+		if (strcmp(colon, ":ro") == 0 && !sh->readonly)
+			sh->readonly = more = true;
+		else if (strcmp(colon, ":dax") == 0 && !sh->dax)
+			sh->dax = more = true;
+		if (more)
+			*colon = '\0';
+	}
+	if ((colon = strrchr(spec, ':')) == NULL || colon == spec ||
+	    colon[1] == '\0' || strlen(colon + 1) > 36) {
+		fprintf(stderr, "smx boot: --share '%s': give DIR:TAG[:ro][:dax] "
+		    "with a tag of 1 to 36 bytes\n", arg);
+		return -1;
+	}
+	*colon = '\0';
+	sh->path = spec;
+	sh->tag = colon + 1;
+	return 0;
 }
 
 /* Guest console input: stdin when it is a pipe or socket.  A terminal
@@ -95,12 +133,16 @@ cmd_boot(int argc, char **argv)
 		{ "no-balloon",	no_argument,	   NULL, 'B' },
 		{ "hvc",	no_argument,	   NULL, 'H' },
 		{ "balloon-target", required_argument, NULL, 'T' },
+		{ "share",	required_argument, NULL, 'F' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct smx_boot_opts	 o;
 	struct smx_disk		 disks[4];
 	char			*disk_paths[4] = { NULL };
+	struct smx_share	 shares[4];
+	char			*share_specs[4] = { NULL };
+	unsigned		 nshares = 0;
 	unsigned		 ndisks = 0, i;
 	size_t			 plen;
 	struct smx		*smx;
@@ -172,6 +214,22 @@ cmd_boot(int argc, char **argv)
 			disks[ndisks].path = disk_paths[ndisks];
 			ndisks++;
 			break;
+		case 'F':
+			if (nshares == ARRAY_SIZE(shares)) {
+				fprintf(stderr, "smx boot: at most %zu "
+				    "--share\n", ARRAY_SIZE(shares));
+				status = CLI_EXIT_USAGE;
+				goto out;
+			}
+			share_specs[nshares] = xstrdup(optarg);
+			if (parse_share(optarg, share_specs[nshares],
+			    &shares[nshares]) != 0) {
+				nshares++;
+				status = CLI_EXIT_USAGE;
+				goto out;
+			}
+			nshares++;
+			break;
 		case 'V':
 			o.vsock_path = optarg;
 			break;
@@ -213,6 +271,8 @@ cmd_boot(int argc, char **argv)
 	}
 	o.disks = disks;
 	o.ndisks = ndisks;
+	o.shares = shares;
+	o.nshares = nshares;
 	if (o.kernel == NULL) {
 		o.kernel = cli_kernel_path();
 		if (access(o.kernel, R_OK) != 0) {
@@ -284,6 +344,8 @@ out:
 		close(console_fd);
 	for (i = 0; i < ndisks; i++)
 		free(disk_paths[i]);
+	for (i = 0; i < nshares; i++)
+		free(share_specs[i]);
 	free(full);
 	return status;
 }

@@ -17,6 +17,20 @@ static const struct cli_cmd cmds[] = {
 	    "boot a kernel (and initrd) in a microVM" },
 	{ "doctor", cmd_doctor, cmd_doctor_usage,
 	    "show what this host offers smx and what is missing" },
+	{ "import", cmd_import, cmd_import_usage,
+	    "make an image of a directory" },
+	{ "load", cmd_load, cmd_load_usage,
+	    "add images from a docker save archive or an OCI layout" },
+	{ "pull", cmd_pull, cmd_pull_usage,
+	    "download an image from a registry" },
+	{ "images", cmd_images, cmd_images_usage, "list stored images" },
+	{ "inspect", cmd_inspect, cmd_inspect_usage,
+	    "print an image's manifest and config as JSON" },
+	{ "rmi", cmd_rmi, cmd_rmi_usage, "remove image references" },
+	{ "gc", cmd_gc, cmd_gc_usage,
+	    "remove blobs and trees no image uses" },
+	{ "mount", cmd_mount, cmd_mount_usage,
+	    "mount a host directory through smx's FUSE server" },
 };
 
 static void

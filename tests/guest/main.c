@@ -16,8 +16,8 @@
  *   exit=idle       interrupts on, halted until the host stops it (the
  *                   8259s masked, so nothing ever wakes it)
  *   virtio-rng, virtio-blk, virtio-blk-ro, virtio-console, virtio-balloon,
- *   virtio-vsock, vsock-listen=P
- *                   drive a virtio-mmio device (vdev.c), found through
+ *   virtio-vsock, vsock-listen=P, virtio-fs
+ *                   drive a virtio-mmio device (vdev.c, fs.c), found through
  *   virtio_mmio.device=<size>@<base>:<irq>  (as Linux takes it)
  *   vsock-port=P, balloon-wait=S  options of those tests
  */
@@ -66,6 +66,7 @@ static const struct test tests[] = {
 	{ "vsock-listen", 1, test_vsock_listen },
 	{ "vsock-echo", 1, test_vsock_echo },
 	{ "blk-randread", 1, test_blk_randread },
+	{ "virtio-fs", 0, test_virtio_fs },
 };
 
 static enum exit_mode exit_mode = EXIT_HALT;

@@ -138,6 +138,8 @@ void	 test_virtio_console(const char *arg);
 void	 test_virtio_balloon(const char *arg);
 void	 test_virtio_vsock(const char *arg);
 void	 test_vsock_listen(const char *arg);
+/* fs.c: FUSE over virtio-fs. */
+void	 test_virtio_fs(const char *arg);
 /* bench.c: the guest side of `make bench` (tests/bench/virtio_bench). */
 void	 test_vsock_echo(const char *arg);
 void	 test_blk_randread(const char *arg);
