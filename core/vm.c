@@ -486,8 +486,15 @@ vcpu_io_exit(struct vcpu *v, const struct hv_exit *x, bool mmio)
 		m.data = x->io.data;
 	}
 	total = (size_t)m.size * m.count;
-	if (m.write && total <= VM_ASYNC_WRITE_MAX) {
-		/* A plain write needs no answer: copy it and go on. */
+	/*
+	 * A plain port write needs no answer: copy it and go on (the UART's
+	 * bytes).  MMIO writes wait: a device register write must take
+	 * effect before the guest's next instruction.  virtio's
+	 * InterruptACK is why: the driver acks, then scans the used ring;
+	 * an ack applied later could clear the bit of a completion the scan
+	 * missed, and that interrupt would be lost.
+	 */
+	if (m.write && !mmio && total <= VM_ASYNC_WRITE_MAX) {
 		memcpy(m.inl, m.data, total);
 		m.data = NULL;
 		vcpu_post(v, &m);

@@ -1,6 +1,8 @@
 /*
  * smx: the command-line client of libsmx.
  */
+#include <sys/resource.h>
+
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -89,6 +91,39 @@ cli_number(const char *s, unsigned long long min, unsigned long long max,
 	return 0;
 }
 
+/*
+ * A FUSE server (smx mount, a VM's virtio-fs shares) holds an O_PATH
+ * descriptor for every inode its client has looked up, tens of thousands
+ * after a big `tar x`, and a process hosting many VMs holds many more:
+ * raise the descriptor limit as far as the system allows, once, here.
+ */
+static void
+raise_nofile(void)
+{
+	struct rlimit	 rl;
+	unsigned long long max = 0;
+	FILE		*f;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	/* /proc files have no size: read_file() would see them empty. */
+	if ((f = fopen("/proc/sys/fs/nr_open", "re")) != NULL) {
+		if (fscanf(f, "%llu", &max) != 1)
+			max = 0;
+		fclose(f);
+	}
+	if (max > rl.rlim_max) {
+		rl.rlim_max = rl.rlim_cur = max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+			return;
+		if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+			return;
+	}
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		log_warn("raise the open-file limit");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -99,6 +134,7 @@ main(int argc, char **argv)
 	/* A console or socket peer that goes away is an error on that
 	 * descriptor, not the end of every machine in the process. */
 	signal(SIGPIPE, SIG_IGN);
+	raise_nofile();
 	for (i = 1; i < argc && argv[i][0] == '-'; i++) {
 		if (strcmp(argv[i], "-v") == 0 ||
 		    strcmp(argv[i], "--verbose") == 0)

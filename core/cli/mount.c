@@ -42,38 +42,6 @@ cmd_mount_usage(FILE *f)
 	    "3 this host cannot mount FUSE (no /dev/fuse or not root).\n");
 }
 
-/*
- * The server holds an O_PATH descriptor for every inode the kernel has
- * looked up, and the kernel keeps tens of thousands cached after a big
- * `tar x`: raise the descriptor limit as far as the system allows.
- */
-static void
-raise_nofile(void)
-{
-	struct rlimit	 rl;
-	unsigned long long max = 0;
-	FILE		*f;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-		return;
-	/* /proc files have no size: read_file() would see them empty. */
-	if ((f = fopen("/proc/sys/fs/nr_open", "re")) != NULL) {
-		if (fscanf(f, "%llu", &max) != 1)
-			max = 0;
-		fclose(f);
-	}
-	if (max > rl.rlim_max) {
-		rl.rlim_max = rl.rlim_cur = max;
-		if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
-			return;
-		if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-			return;
-	}
-	rl.rlim_cur = rl.rlim_max;
-	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-		log_warn("raise the open-file limit");
-}
-
 /* Reactor thread: a signal or the end of the mount stops the loop. */
 static void
 stop_cb(void *arg)
@@ -245,7 +213,6 @@ cmd_mount(int argc, char **argv)
 	/* The client has applied the caller's umask already; ours must not
 	 * strip the modes it sends a second time. */
 	umask(0);
-	raise_nofile();
 
 	if (daemon)
 		readyfd = daemonize();
