@@ -11,14 +11,13 @@
  * answered and marks the device NEEDS_RESET.
  *
  * Threads: the reactor pops and checks the chain, then hands the request
- * to the device's one I/O worker thread, which does the blocking
- * preadv/pwritev/fallocate/fdatasync straight on guest memory.  The
- * worker queues the finished request and signals an eventfd; the reactor
- * writes the status byte and pushes the chain.  One worker per device
- * keeps requests in order (a FLUSH follows the writes before it) and
- * its lifetime simple; parallel I/O on one disk would need more.
- * Reset and save first drain the worker (the reactor waits for the I/O
- * in flight: at most one queue's worth).
+ * to the device's worker pool (virtio/pool_impl.h) of one I/O thread,
+ * which does the blocking preadv/pwritev/fallocate/fdatasync straight on
+ * guest memory; the reactor then writes the status byte and pushes the
+ * chain.  One worker per device keeps requests in order (a FLUSH follows
+ * the writes before it); parallel I/O on one disk would need more.
+ * Reset and save first drain the pool (the reactor waits for the I/O in
+ * flight: at most one queue's worth).
  */
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -29,18 +28,19 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <linux/virtio_blk.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "virtio/pool_impl.h"
 #include "virtio/virtio.h"
 
 #define SECTOR_SHIFT	9
 #define SECTOR_SIZE	(1u << SECTOR_SHIFT)
 #define BLK_HDR_SIZE	16
 #define BLK_QUEUE_MAX	256
+#define BLK_BATCH	32	/* requests handed to the pool at once */
 /* Data segments per request: the chain minus header and status. */
 #define BLK_SEG_MAX	(VIRTIO_MAX_CHAIN - 2)
 #define BLK_SIZE_MAX	(1u << 20)	/* bytes per data segment */
@@ -70,7 +70,6 @@
 
 /* One request, from pop to push. */
 struct blk_req {
-	struct blk_req		*next;
 	bool			 flush, discard, wz;	/* negotiated */
 	uint8_t			*status_p;
 	uint8_t			 status;
@@ -79,56 +78,21 @@ struct blk_req {
 	struct iovec		 iov[VIRTIO_MAX_CHAIN];
 };
 
-/* A FIFO of requests. */
-struct blk_list {
-	struct blk_req		*head;
-	struct blk_req		*tail;
-};
-
 struct blk {
 	struct virtio_dev	*dev;
-	/* Fixed after create: the worker reads these without the lock. */
+	/* Fixed after create: the worker reads these without a lock. */
 	int			 fd;
 	bool			 ro;
 	uint64_t		 capacity;	/* sectors */
 	char			 id[VIRTIO_BLK_ID_BYTES];
 	struct virtio_blk_config cfg;		/* little-endian, as shown */
 
-	struct reactor_eventfd	*done_ev;	/* worker -> reactor */
-	struct blk_list		 spare;		/* reactor only */
-	pthread_t		 worker;
-	pthread_mutex_t		 lock;		/* guards what follows */
-	pthread_cond_t		 wake;		/* worker: todo or stop */
-	pthread_cond_t		 idle;		/* inflight went to 0 */
-	struct blk_list		 todo;
-	struct blk_list		 done;
-	unsigned		 inflight;	/* in todo or being served */
-	bool			 stop;
+	struct vpool		*pool;		/* one worker: in order */
+	/* Reactor only: completions are dropped (after a reset), and
+	 * whether the current batch pushed anything. */
+	bool			 drop;
+	bool			 pushed;
 };
-
-static void
-list_put(struct blk_list *l, struct blk_req *rq)
-{
-	rq->next = NULL;
-	if (l->tail != NULL)
-		l->tail->next = rq;
-	else
-		l->head = rq;
-	l->tail = rq;
-}
-
-static struct blk_req *
-list_take(struct blk_list *l)
-{
-	struct blk_req	*rq = l->head;
-
-	if (rq != NULL) {
-		l->head = rq->next;
-		if (l->head == NULL)
-			l->tail = NULL;
-	}
-	return rq;
-}
 
 /*
  * Gather up to `limit` bytes of segments [first, last) of c, skipping
@@ -380,75 +344,35 @@ blk_serve(struct blk *s, struct blk_req *rq, uint32_t *written)
 	}
 }
 
-/* The I/O worker: serve requests in order until told to stop. */
-static void *
-blk_worker(void *arg)
+/* vpool serve: one request on the worker thread. */
+static void
+blk_serve_cb(void *arg, void *req)
 {
-	struct blk	*s = arg;
-	struct blk_req	*rq;
+	struct blk_req	*rq = req;
 
-	pthread_mutex_lock(&s->lock);
-	for (;;) {
-		while (!s->stop && s->todo.head == NULL)
-			pthread_cond_wait(&s->wake, &s->lock);
-		if (s->stop)
-			break;
-		rq = list_take(&s->todo);
-		pthread_mutex_unlock(&s->lock);
-		rq->status = blk_serve(s, rq, &rq->written);
-		pthread_mutex_lock(&s->lock);
-		list_put(&s->done, rq);
-		if (--s->inflight == 0)
-			pthread_cond_broadcast(&s->idle);
-		if (reactor_eventfd_signal(s->done_ev) != 0)
-			log_warnx("blk: cannot signal completion");
-	}
-	pthread_mutex_unlock(&s->lock);
-	return NULL;
+	rq->status = blk_serve(arg, rq, &rq->written);
 }
 
-/* Finished requests back to the driver (reactor thread).  With push
- * false (after a reset: the queues are gone) they are just dropped. */
+/* vpool done: a finished request back to the driver (reactor thread),
+ * or dropped after a reset (the queues are gone).  NULL ends a batch. */
 static void
-blk_complete(struct blk *s, bool push)
+blk_done_cb(void *arg, void *req)
 {
+	struct blk		*s = arg;
 	struct virtio_queue	*q = virtio_dev_queue(s->dev, 0);
-	struct blk_list		 done;
-	struct blk_req		*rq;
-	bool			 pushed = false;
+	struct blk_req		*rq = req;
 
-	pthread_mutex_lock(&s->lock);
-	done = s->done;
-	s->done.head = s->done.tail = NULL;
-	pthread_mutex_unlock(&s->lock);
-	while ((rq = list_take(&done)) != NULL) {
-		if (push) {
-			*rq->status_p = rq->status;
-			virtio_queue_push(q, &rq->chain, rq->written);
-			pushed = true;
-		}
-		list_put(&s->spare, rq);
+	if (rq == NULL) {
+		if (s->pushed)
+			virtio_queue_notify_guest(q);
+		s->pushed = false;
+		return;
 	}
-	if (pushed)
-		virtio_queue_notify_guest(q);
-}
-
-static void
-blk_done_cb(uint64_t count, void *arg)
-{
-	(void)count;
-	blk_complete(arg, true);
-}
-
-/* Wait until the worker has nothing queued or running (reactor thread;
- * blocks for the I/O in flight). */
-static void
-blk_drain(struct blk *s)
-{
-	pthread_mutex_lock(&s->lock);
-	while (s->inflight > 0)
-		pthread_cond_wait(&s->idle, &s->lock);
-	pthread_mutex_unlock(&s->lock);
+	if (s->drop)
+		return;
+	*rq->status_p = rq->status;
+	virtio_queue_push(q, &rq->chain, rq->written);
+	s->pushed = true;
 }
 
 /* The status byte: the last byte of the last non-empty writable segment. */
@@ -471,40 +395,32 @@ blk_notify(struct virtio_dev *dev, void *priv, unsigned qi)
 	struct blk		*s = priv;
 	struct virtio_queue	*q = virtio_dev_queue(dev, qi);
 	struct blk_req		*rq;
-	struct blk_list		 batch = { NULL, NULL };
+	void			*batch[BLK_BATCH];
 	unsigned		 n = 0;
 
 	for (;;) {
-		if ((rq = list_take(&s->spare)) == NULL)
-			rq = xmalloc(sizeof(*rq));
+		rq = vpool_get(s->pool);
 		if (virtio_queue_pop(q, &rq->chain) != 1) {
-			list_put(&s->spare, rq);
+			vpool_put(s->pool, rq);
 			break;
 		}
 		rq->status_p = status_byte(&rq->chain);
 		if (rq->status_p == NULL) {
 			virtio_dev_fail(dev, "request %u has no status byte",
 			    rq->chain.head);
-			list_put(&s->spare, rq);
+			vpool_put(s->pool, rq);
 			break;
 		}
 		rq->flush = virtio_dev_has(dev, VIRTIO_BLK_F_FLUSH);
 		rq->discard = virtio_dev_has(dev, VIRTIO_BLK_F_DISCARD);
 		rq->wz = virtio_dev_has(dev, VIRTIO_BLK_F_WRITE_ZEROES);
-		list_put(&batch, rq);
-		n++;
+		batch[n++] = rq;
+		if (n == BLK_BATCH) {
+			vpool_submit(s->pool, batch, n);
+			n = 0;
+		}
 	}
-	if (n == 0)
-		return;
-	pthread_mutex_lock(&s->lock);
-	if (s->todo.tail != NULL)
-		s->todo.tail->next = batch.head;
-	else
-		s->todo.head = batch.head;
-	s->todo.tail = batch.tail;
-	s->inflight += n;
-	pthread_cond_signal(&s->wake);
-	pthread_mutex_unlock(&s->lock);
+	vpool_submit(s->pool, batch, n);
 }
 
 /* The core dropped the queues: let the I/O in flight finish, then drop
@@ -515,8 +431,9 @@ blk_reset(struct virtio_dev *dev, void *priv)
 	struct blk	*s = priv;
 
 	(void)dev;
-	blk_drain(s);
-	blk_complete(s, false);
+	s->drop = true;
+	vpool_drain(s->pool);
+	s->drop = false;
 }
 
 static void
@@ -542,8 +459,7 @@ blk_save(struct virtio_dev *dev, void *priv, uint8_t **buf, size_t *len)
 
 	(void)dev;
 	/* A popped request not yet pushed would be lost: finish them all. */
-	blk_drain(s);
-	blk_complete(s, true);
+	vpool_drain(s->pool);
 	memcpy(rec, &v, 4);
 	memcpy(rec + 4, &pad, 4);
 	memcpy(rec + 8, &cap, 8);
@@ -574,35 +490,12 @@ blk_load(struct virtio_dev *dev, void *priv, const uint8_t *buf, size_t len)
 	return 0;
 }
 
-/* Stop the worker, then free what it and the reactor held. */
-static void
-blk_teardown(struct blk *s)
-{
-	struct blk_req	*rq;
-
-	pthread_mutex_lock(&s->lock);
-	s->stop = true;
-	pthread_cond_signal(&s->wake);
-	pthread_mutex_unlock(&s->lock);
-	pthread_join(s->worker, NULL);
-	reactor_eventfd_free(s->done_ev);
-	while ((rq = list_take(&s->todo)) != NULL)
-		free(rq);
-	while ((rq = list_take(&s->done)) != NULL)
-		free(rq);
-	while ((rq = list_take(&s->spare)) != NULL)
-		free(rq);
-	pthread_cond_destroy(&s->idle);
-	pthread_cond_destroy(&s->wake);
-	pthread_mutex_destroy(&s->lock);
-}
-
 static void
 blk_free(void *priv)
 {
 	struct blk	*s = priv;
 
-	blk_teardown(s);
+	vpool_free(s->pool);
 	close(s->fd);
 	free(s);
 }
@@ -712,20 +605,12 @@ virtio_blk_create(const struct virtio_host *h, uint64_t base, uint32_t irq,
 	s->capacity = bytes >> SECTOR_SHIFT;
 	make_id(s->id, &st);
 	fill_config(s);
-	pthread_mutex_init(&s->lock, NULL);
-	pthread_cond_init(&s->wake, NULL);
-	pthread_cond_init(&s->idle, NULL);
-	s->done_ev = reactor_eventfd_create(h->r, blk_done_cb, s);
-	if (s->done_ev == NULL) {
+	s->pool = vpool_create(h->r, 1, sizeof(struct blk_req), blk_serve_cb,
+	    blk_done_cb, s);
+	if (s->pool == NULL) {
 		saved = errno;
-		snprintf(err, errlen, "disk %s: eventfd: %s", path,
-		    strerror(saved));
-		goto err_free;
-	}
-	if ((saved = pthread_create(&s->worker, NULL, blk_worker, s)) != 0) {
 		snprintf(err, errlen, "disk %s: I/O thread: %s", path,
 		    strerror(saved));
-		reactor_eventfd_free(s->done_ev);
 		goto err_free;
 	}
 	s->dev = virtio_mmio_create(h, base, irq,
@@ -734,16 +619,12 @@ virtio_blk_create(const struct virtio_host *h, uint64_t base, uint32_t irq,
 		saved = errno;
 		snprintf(err, errlen, "disk %s: virtio device: %s", path,
 		    strerror(saved));
-		blk_teardown(s);
-		free(s);
-		goto err_close_fd;
+		vpool_free(s->pool);
+		goto err_free;
 	}
 	return s->dev;
 
 err_free:
-	pthread_cond_destroy(&s->idle);
-	pthread_cond_destroy(&s->wake);
-	pthread_mutex_destroy(&s->lock);
 	free(s);
 err_close_fd:
 	close(fd);

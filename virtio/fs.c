@@ -10,10 +10,10 @@
  * writable part and get no reply: they are pushed back with length 0.
  *
  * Threads: the reactor pops chains and queues them for a small pool of
- * worker threads, because fusefs_handle() blocks in file-system calls
- * (a slow host disk must not stall every VM's devices).  Workers queue
- * the finished request and signal an eventfd; the reactor pushes the
- * used element with the reply length (or fails the device when the
+ * worker threads (virtio/pool_impl.h), because fusefs_handle() blocks in
+ * file-system calls (a slow host disk must not stall every VM's
+ * devices).  Back on the reactor, each finished request gets its used
+ * element with the reply length (or fails the device when the
  * server found the request malformed).  FUSE requests are independent
  * of each other (the guest orders what needs ordering by waiting for
  * replies), so completing them out of order is fine.  Reset, save and
@@ -33,13 +33,13 @@
 #include <endian.h>
 #include <errno.h>
 #include <linux/virtio_fs.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "fusefs/fusefs.h"
+#include "virtio/pool_impl.h"
 #include "virtio/virtio.h"
 
 #define FS_QUEUE_HIPRIO	0
@@ -48,22 +48,17 @@
  * one segment each: 128 keeps every chain under VIRTIO_MAX_CHAIN. */
 #define FS_QUEUE_MAX	128
 #define FS_WORKERS	4
+#define FS_BATCH	32	/* requests handed to the pool at once */
 #define FS_DAX_ALIGN	(2ULL << 20)	/* Linux maps 2 MiB ranges */
 #define FS_SAVE_VERSION	1
 
 /* One request, from pop to push. */
 struct fs_req {
-	struct fs_req		*next;
 	unsigned		 q;
 	ssize_t			 rc;		/* fusefs_handle() */
 	uint8_t			 scratch[16];	/* see fs_serve */
 	struct virtio_chain	 chain;
 	struct iovec		 iov[VIRTIO_MAX_CHAIN + 1];
-};
-
-struct fs_list {
-	struct fs_req		*head;
-	struct fs_req		*tail;
 };
 
 struct vfs {
@@ -80,42 +75,13 @@ struct vfs {
 	bool			 win_slot_mapped;
 	uint64_t		 maps, unmaps;	/* atomic: worker threads */
 
-	struct reactor_eventfd	*done_ev;	/* workers -> reactor */
-	struct fs_list		 spare;		/* reactor only */
-	pthread_t		 worker[FS_WORKERS];
-	unsigned		 nworkers;
-	pthread_mutex_t		 lock;		/* guards what follows */
-	pthread_cond_t		 wake;		/* workers: todo or stop */
-	pthread_cond_t		 idle;		/* inflight went to 0 */
-	struct fs_list		 todo;
-	struct fs_list		 done;
-	unsigned		 inflight;	/* in todo or being served */
-	bool			 stop;
+	struct vpool		*pool;		/* FS_WORKERS threads */
+	/* Reactor only: completions are dropped (after a reset); the
+	 * current batch met a malformed request; queues it pushed to. */
+	bool			 drop;
+	bool			 batch_failed;
+	bool			 pushed[2];
 };
-
-static void
-list_put(struct fs_list *l, struct fs_req *rq)
-{
-	rq->next = NULL;
-	if (l->tail != NULL)
-		l->tail->next = rq;
-	else
-		l->head = rq;
-	l->tail = rq;
-}
-
-static struct fs_req *
-list_take(struct fs_list *l)
-{
-	struct fs_req	*rq = l->head;
-
-	if (rq != NULL) {
-		l->head = rq->next;
-		if (l->head == NULL)
-			l->tail = NULL;
-	}
-	return rq;
-}
 
 /* Anonymous zero pages over [off, off + len) of the window.  MAP_FIXED
  * replaces whatever was there in one step, so the slot never has a hole
@@ -186,13 +152,16 @@ notify_cb(void *arg, const struct iovec *iov, unsigned n)
 	return -ENOSYS;
 }
 
-/* Serve one request (worker thread): the chain's readable segments are
- * the request, its writable segments the room for the reply. */
+/* vpool serve: one request (worker thread).  The chain's readable
+ * segments are the request, its writable segments the room for the
+ * reply. */
 static void
-fs_serve(struct vfs *s, struct fs_req *rq)
+fs_serve_cb(void *arg, void *req)
 {
+	struct vfs			*s = arg;
+	struct fs_req			*rq = req;
 	const struct virtio_chain	*c = &rq->chain;
-	unsigned	i, nout = c->nseg - c->nread;
+	unsigned			 i, nout = c->nseg - c->nread;
 
 	for (i = 0; i < c->nseg; i++) {
 		rq->iov[i].iov_base = c->seg[i].addr;
@@ -201,7 +170,7 @@ fs_serve(struct vfs *s, struct fs_req *rq)
 	/* A request without reply room (FORGET on hiprio) gets a scratch
 	 * header's worth, so a server that checks for room before it looks
 	 * at the opcode does not call it malformed.  Whatever it writes
-	 * there counts against the chain's write_len (0) in fs_complete. */
+	 * there counts against the chain's write_len (0) in fs_done_cb. */
 	if (nout == 0) {
 		rq->iov[c->nseg].iov_base = rq->scratch;
 		rq->iov[c->nseg].iov_len = sizeof(rq->scratch);
@@ -211,85 +180,42 @@ fs_serve(struct vfs *s, struct fs_req *rq)
 	    nout);
 }
 
-static void *
-fs_worker(void *arg)
+/* vpool done: a finished request back to the driver (reactor thread),
+ * or dropped after a reset (the queues are gone).  A malformed request
+ * fails the device and drops the rest of its batch.  NULL ends a batch. */
+static void
+fs_done_cb(void *arg, void *req)
 {
 	struct vfs	*s = arg;
-	struct fs_req	*rq;
-
-	pthread_mutex_lock(&s->lock);
-	for (;;) {
-		while (!s->stop && s->todo.head == NULL)
-			pthread_cond_wait(&s->wake, &s->lock);
-		if (s->stop)
-			break;
-		rq = list_take(&s->todo);
-		pthread_mutex_unlock(&s->lock);
-		fs_serve(s, rq);
-		pthread_mutex_lock(&s->lock);
-		list_put(&s->done, rq);
-		if (--s->inflight == 0)
-			pthread_cond_broadcast(&s->idle);
-		if (reactor_eventfd_signal(s->done_ev) != 0)
-			log_warnx("virtio-fs: cannot signal completion");
-	}
-	pthread_mutex_unlock(&s->lock);
-	return NULL;
-}
-
-/* Finished requests back to the driver (reactor thread).  With push
- * false (after a reset: the queues are gone) they are just dropped. */
-static void
-fs_complete(struct vfs *s, bool push)
-{
-	struct fs_list	 done;
-	struct fs_req	*rq;
-	bool		 pushed[2] = { false, false };
+	struct fs_req	*rq = req;
 	unsigned	 q;
 
-	pthread_mutex_lock(&s->lock);
-	done = s->done;
-	s->done.head = s->done.tail = NULL;
-	pthread_mutex_unlock(&s->lock);
-	while ((rq = list_take(&done)) != NULL) {
-		if (push && (rq->rc < 0 ||
-		    (size_t)rq->rc > rq->chain.write_len)) {
-			/* Sizes that do not add up: the guest's driver is
-			 * broken or hostile.  Stop serving it. */
-			virtio_dev_fail(s->dev, "malformed FUSE request "
-			    "(queue %u, head %u): %s", rq->q, rq->chain.head,
-			    rq->rc < 0 ? strerror((int)-rq->rc) :
-			    "reply longer than the buffer");
-			push = false;
+	if (rq == NULL) {
+		for (q = 0; q < 2; q++) {
+			if (s->pushed[q])
+				virtio_queue_notify_guest(
+				    virtio_dev_queue(s->dev, q));
+			s->pushed[q] = false;
 		}
-		if (push && !virtio_dev_needs_reset(s->dev)) {
-			virtio_queue_push(virtio_dev_queue(s->dev, rq->q),
-			    &rq->chain, (uint32_t)rq->rc);
-			pushed[rq->q] = true;
-		}
-		list_put(&s->spare, rq);
+		s->batch_failed = false;
+		return;
 	}
-	for (q = 0; q < 2; q++) {
-		if (pushed[q])
-			virtio_queue_notify_guest(virtio_dev_queue(s->dev, q));
+	if (s->drop || s->batch_failed)
+		return;
+	if (rq->rc < 0 || (size_t)rq->rc > rq->chain.write_len) {
+		/* Sizes that do not add up: the guest's driver is broken
+		 * or hostile.  Stop serving it. */
+		virtio_dev_fail(s->dev, "malformed FUSE request (queue %u, "
+		    "head %u): %s", rq->q, rq->chain.head, rq->rc < 0 ?
+		    strerror((int)-rq->rc) : "reply longer than the buffer");
+		s->batch_failed = true;
+		return;
 	}
-}
-
-static void
-fs_done_cb(uint64_t count, void *arg)
-{
-	(void)count;
-	fs_complete(arg, true);
-}
-
-/* Wait until the pool has nothing queued or running (reactor thread). */
-static void
-fs_drain(struct vfs *s)
-{
-	pthread_mutex_lock(&s->lock);
-	while (s->inflight > 0)
-		pthread_cond_wait(&s->idle, &s->lock);
-	pthread_mutex_unlock(&s->lock);
+	if (!virtio_dev_needs_reset(s->dev)) {
+		virtio_queue_push(virtio_dev_queue(s->dev, rq->q), &rq->chain,
+		    (uint32_t)rq->rc);
+		s->pushed[rq->q] = true;
+	}
 }
 
 /* Pop every available chain of queue qi and queue it for the pool. */
@@ -299,35 +225,24 @@ fs_notify(struct virtio_dev *dev, void *priv, unsigned qi)
 	struct vfs		*s = priv;
 	struct virtio_queue	*q = virtio_dev_queue(dev, qi);
 	struct fs_req		*rq;
-	struct fs_list		 batch = { NULL, NULL };
+	void			*batch[FS_BATCH];
 	unsigned		 n = 0;
 
 	for (;;) {
-		if ((rq = list_take(&s->spare)) == NULL)
-			rq = xmalloc(sizeof(*rq));
+		rq = vpool_get(s->pool);
 		if (virtio_queue_pop(q, &rq->chain) != 1) {
-			list_put(&s->spare, rq);
+			vpool_put(s->pool, rq);
 			break;
 		}
 		rq->q = qi;
 		rq->rc = 0;
-		list_put(&batch, rq);
-		n++;
+		batch[n++] = rq;
+		if (n == FS_BATCH) {
+			vpool_submit(s->pool, batch, n);
+			n = 0;
+		}
 	}
-	if (n == 0)
-		return;
-	pthread_mutex_lock(&s->lock);
-	if (s->todo.tail != NULL)
-		s->todo.tail->next = batch.head;
-	else
-		s->todo.head = batch.head;
-	s->todo.tail = batch.tail;
-	s->inflight += n;
-	if (n == 1)
-		pthread_cond_signal(&s->wake);
-	else
-		pthread_cond_broadcast(&s->wake);
-	pthread_mutex_unlock(&s->lock);
+	vpool_submit(s->pool, batch, n);
 }
 
 /* The core dropped the queues: let the requests in flight finish, drop
@@ -340,8 +255,9 @@ fs_reset(struct virtio_dev *dev, void *priv)
 	struct vfs	*s = priv;
 
 	(void)dev;
-	fs_drain(s);
-	fs_complete(s, false);
+	s->drop = true;
+	vpool_drain(s->pool);
+	s->drop = false;
 	fusefs_reset(s->fs);
 	if (s->win != NULL && win_zero(s, 0, s->win_len) != 0)
 		log_warn("virtio-fs: cannot clear the DAX window");
@@ -386,8 +302,7 @@ fs_save(struct virtio_dev *dev, void *priv, uint8_t **buf, size_t *len)
 	(void)dev;
 	if (s->win != NULL)
 		return -EOPNOTSUPP;
-	fs_drain(s);
-	fs_complete(s, true);
+	vpool_drain(s->pool);
 	if ((rc = fusefs_save(s->fs, &rec, &rlen)) != 0) {
 		free(rec);
 		return rc;
@@ -423,34 +338,11 @@ fs_load(struct virtio_dev *dev, void *priv, const uint8_t *buf, size_t len)
 	return fusefs_load(s->fs, buf + sizeof(v), len - sizeof(v));
 }
 
-/* Stop the pool and free the requests (the device is quiescent or gone). */
-static void
-fs_stop_workers(struct vfs *s)
-{
-	unsigned	i;
-
-	pthread_mutex_lock(&s->lock);
-	s->stop = true;
-	pthread_cond_broadcast(&s->wake);
-	pthread_mutex_unlock(&s->lock);
-	for (i = 0; i < s->nworkers; i++)
-		pthread_join(s->worker[i], NULL);
-	s->nworkers = 0;
-}
-
 /* Undo everything create set up, in reverse. */
 static void
 fs_destroy(struct vfs *s)
 {
-	struct fs_req	*rq;
-
-	fs_stop_workers(s);
-	while ((rq = list_take(&s->todo)) != NULL)
-		free(rq);
-	while ((rq = list_take(&s->done)) != NULL)
-		free(rq);
-	while ((rq = list_take(&s->spare)) != NULL)
-		free(rq);
+	vpool_free(s->pool);
 	/* fusefs_free removes its DAX mappings through the transport. */
 	if (s->fs != NULL)
 		fusefs_free(s->fs);
@@ -458,10 +350,6 @@ fs_destroy(struct vfs *s)
 		(void)hv_mem_unmap(s->hv, s->win_slot);
 	if (s->win != NULL)
 		munmap(s->win, s->win_len);
-	reactor_eventfd_free(s->done_ev);
-	pthread_cond_destroy(&s->idle);
-	pthread_cond_destroy(&s->wake);
-	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
 
@@ -524,16 +412,6 @@ virtio_fs_create(const struct virtio_host *h, uint64_t base, uint32_t irq,
 	s->hv = h->hv;
 	memcpy(s->cfg.tag, tag, tlen);
 	s->cfg.num_request_queues = htole32(1);
-	pthread_mutex_init(&s->lock, NULL);
-	pthread_cond_init(&s->wake, NULL);
-	pthread_cond_init(&s->idle, NULL);
-	if ((s->done_ev = reactor_eventfd_create(h->r, fs_done_cb, s)) ==
-	    NULL) {
-		saved = errno;
-		snprintf(err, errlen, "share %s: eventfd: %s", tag,
-		    strerror(saved));
-		goto err_destroy;
-	}
 	if (opts->dax_window != 0) {
 		s->win_len = opts->dax_window;
 		s->win_gpa = dax_gpa;
@@ -570,13 +448,12 @@ virtio_fs_create(const struct virtio_host *h, uint64_t base, uint32_t irq,
 		saved = errno;
 		goto err_destroy;
 	}
-	for (s->nworkers = 0; s->nworkers < FS_WORKERS; s->nworkers++) {
-		if ((saved = pthread_create(&s->worker[s->nworkers], NULL,
-		    fs_worker, s)) != 0) {
-			snprintf(err, errlen, "share %s: worker thread: %s",
-			    tag, strerror(saved));
-			goto err_destroy;
-		}
+	if ((s->pool = vpool_create(h->r, FS_WORKERS, sizeof(struct fs_req),
+	    fs_serve_cb, fs_done_cb, s)) == NULL) {
+		saved = errno;
+		snprintf(err, errlen, "share %s: worker threads: %s", tag,
+		    strerror(saved));
+		goto err_destroy;
 	}
 	if ((s->dev = virtio_mmio_create(h, base, irq, &fs_ops, s)) == NULL) {
 		saved = errno;
