@@ -136,43 +136,6 @@ out:
 	return error;
 }
 
-/* Remove dfd/name and everything below it, without following links. */
-static int
-rm_tree(int dfd, const char *name)
-{
-	struct dirent	*de;
-	struct stat	 st;
-	DIR		*d;
-	int		 fd, error = 0;
-
-	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == -1)
-		return errno == ENOENT ? 0 : -errno;
-	if (!S_ISDIR(st.st_mode))
-		return unlinkat(dfd, name, 0) == -1 ? -errno : 0;
-	/* A layer may make directories read-only. */
-	fchmodat(dfd, name, 0700, 0);
-	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-	    O_CLOEXEC);
-	if (fd == -1)
-		return -errno;
-	if ((d = fdopendir(fd)) == NULL) {
-		error = -errno;
-		close(fd);
-		return error;
-	}
-	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 ||
-		    strcmp(de->d_name, "..") == 0)
-			continue;
-		if ((error = rm_tree(dirfd(d), de->d_name)) != 0)
-			break;
-	}
-	closedir(d);
-	if (error == 0 && unlinkat(dfd, name, AT_REMOVEDIR) == -1)
-		error = -errno;
-	return error;
-}
-
 /* --- copying a tree ---------------------------------------------------- */
 
 /* Files with several links, so the copy links them alike. */
@@ -538,7 +501,7 @@ build_chain(struct image_store *s, const char *rootdir, const char *prev,
 		    strerror(errno));
 		goto out_unlock;
 	}
-	if ((error = rm_tree(tdir, strrchr(tmp, '/') + 1)) != 0) {
+	if ((error = rm_tree_at(tdir, strrchr(tmp, '/') + 1, NULL)) != 0) {
 		snprintf(err, errlen, "cannot remove the leftover %s: %s", tmp,
 		    strerror(-error));
 		goto out_tdir;
@@ -582,7 +545,7 @@ build_chain(struct image_store *s, const char *rootdir, const char *prev,
 	goto out_tdir;
 
 out_rm:
-	rm_tree(tdir, strrchr(tmp, '/') + 1);
+	rm_tree_at(tdir, strrchr(tmp, '/') + 1, NULL);
 out_tdir:
 	close(tdir);
 out_unlock:

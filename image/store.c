@@ -940,47 +940,6 @@ is_hex64(const char *name)
 	    strspn(name, "0123456789abcdef") == SHA256_HEX_LEN;
 }
 
-/* Remove a tree below dfd/name without following symlinks; adds the
- * sizes of the files it removes to *bytes. */
-static int
-rm_tree(int dfd, const char *name, uint64_t *bytes)
-{
-	struct dirent	*de;
-	struct stat	 st;
-	DIR		*d;
-	int		 fd, error = 0;
-
-	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == -1)
-		return -errno;
-	if (!S_ISDIR(st.st_mode)) {
-		if (unlinkat(dfd, name, 0) == -1)
-			return -errno;
-		*bytes += S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0;
-		return 0;
-	}
-	/* Unpacked trees may hold read-only directories. */
-	fchmodat(dfd, name, 0700, 0);
-	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-	    O_CLOEXEC);
-	if (fd == -1 || (d = fdopendir(fd)) == NULL) {
-		error = -errno;
-		if (fd != -1)
-			close(fd);
-		return error;
-	}
-	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 ||
-		    strcmp(de->d_name, "..") == 0)
-			continue;
-		if ((error = rm_tree(dirfd(d), de->d_name, bytes)) != 0)
-			break;
-	}
-	closedir(d);
-	if (error == 0 && unlinkat(dfd, name, AT_REMOVEDIR) == -1)
-		error = -errno;
-	return error;
-}
-
 /* True when a pull holds this blob's download lock right now. */
 static bool
 blob_busy(struct image_store *s, const char *hex)
@@ -1025,7 +984,7 @@ sweep(struct image_store *s, const char *dir, const struct mark *m,
 			(*count)++;
 			log_debug("store: gc removed blob sha256:%s",
 			    de->d_name);
-		} else if ((e = rm_tree(dirfd(d), de->d_name, bytes)) != 0) {
+		} else if ((e = rm_tree_at(dirfd(d), de->d_name, bytes)) != 0) {
 			log_warnx("store: gc cannot remove %s/%s: %s", dir,
 			    de->d_name, strerror(-e));
 			error = e;

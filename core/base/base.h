@@ -78,6 +78,14 @@ int	 gmem_write(const struct gmem *, uint64_t gpa, const void *src,
 int	 read_file(const char *path, size_t maxlen, uint8_t **buf,
 	     size_t *len) WUR;
 
+/*
+ * Remove dfd/name and everything below it, never following symlinks
+ * (read-only directories are made writable first: unpacked trees have
+ * them).  A missing name is not an error.  Adds the sizes of removed
+ * regular files to *bytes when bytes is not NULL.  0 or -errno.
+ */
+int	 rm_tree_at(int dfd, const char *name, uint64_t *bytes);
+
 /* The state directory: $SMX_HOME, else /var/lib/smx as root, else
  * ~/.local/share/smx.  The string is owned by base. */
 const char *smx_home(void);

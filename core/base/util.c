@@ -3,6 +3,7 @@
  */
 #include <sys/stat.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
@@ -89,4 +90,44 @@ now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+int
+rm_tree_at(int dfd, const char *name, uint64_t *bytes)
+{
+	struct dirent	*de;
+	struct stat	 st;
+	DIR		*d;
+	int		 fd, error = 0;
+
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == -1)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISDIR(st.st_mode)) {
+		if (unlinkat(dfd, name, 0) == -1)
+			return errno == ENOENT ? 0 : -errno;
+		if (bytes != NULL && S_ISREG(st.st_mode))
+			*bytes += (uint64_t)st.st_size;
+		return 0;
+	}
+	fchmodat(dfd, name, 0700, 0);
+	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if (fd == -1 || (d = fdopendir(fd)) == NULL) {
+		error = -errno;
+		if (fd != -1)
+			close(fd);
+		return error;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0)
+			continue;
+		if ((error = rm_tree_at(dirfd(d), de->d_name, bytes)) != 0)
+			break;
+	}
+	closedir(d);
+	if (error == 0 && unlinkat(dfd, name, AT_REMOVEDIR) == -1 &&
+	    errno != ENOENT)
+		error = -errno;
+	return error;
 }

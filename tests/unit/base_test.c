@@ -377,6 +377,49 @@ t_align(void)
 	return TAP_PASS;
 }
 
+/* rm_tree_at: removes a tree with read-only directories, never follows a
+ * symlink out of it, counts file bytes, and takes a missing name. */
+static int
+t_rm_tree(void)
+{
+	char		 dir[] = "/tmp/base_test.XXXXXX", p[512];
+	uint64_t	 bytes = 0;
+	int		 dfd, fd;
+	struct stat	 st;
+
+	TAP_CHECK(mkdtemp(dir) != NULL);
+	snprintf(p, sizeof p, "%s/outside", dir);
+	TAP_CHECK(mkdir(p, 0755) == 0);
+	snprintf(p, sizeof p, "%s/outside/keep", dir);
+	TAP_CHECK((fd = open(p, O_CREAT | O_WRONLY, 0644)) >= 0);
+	TAP_CHECK(write(fd, "12345", 5) == 5);
+	close(fd);
+	snprintf(p, sizeof p, "%s/t", dir);
+	TAP_CHECK(mkdir(p, 0755) == 0);
+	snprintf(p, sizeof p, "%s/t/ro", dir);
+	TAP_CHECK(mkdir(p, 0755) == 0);
+	snprintf(p, sizeof p, "%s/t/ro/f", dir);
+	TAP_CHECK((fd = open(p, O_CREAT | O_WRONLY, 0644)) >= 0);
+	TAP_CHECK(write(fd, "abcdefghij", 10) == 10);
+	close(fd);
+	snprintf(p, sizeof p, "%s/t/ro", dir);
+	TAP_CHECK(chmod(p, 0555) == 0);
+	snprintf(p, sizeof p, "%s/t/link", dir);
+	TAP_CHECK(symlink("../outside", p) == 0);
+	TAP_CHECK((dfd = open(dir, O_RDONLY | O_DIRECTORY)) >= 0);
+	TAP_CHECK(rm_tree_at(dfd, "t", &bytes) == 0);
+	TAP_CHECK(bytes == 10);
+	TAP_CHECK(fstatat(dfd, "t", &st, AT_SYMLINK_NOFOLLOW) == -1 &&
+	    errno == ENOENT);
+	TAP_CHECK(fstatat(dfd, "outside/keep", &st, 0) == 0 &&
+	    st.st_size == 5);
+	TAP_CHECK(rm_tree_at(dfd, "t", NULL) == 0);
+	TAP_CHECK(rm_tree_at(dfd, "outside", NULL) == 0);
+	close(dfd);
+	TAP_CHECK(rmdir(dir) == 0);
+	return TAP_PASS;
+}
+
 static const struct tap_case cases[] = {
 	{ "gmem_add rejects zero, NULL, wrap, overlap, too many", t_gmem_add },
 	{ "gmem_ptr bounds: exact end, one past, len 0", t_gmem_ptr_bounds },
@@ -388,6 +431,7 @@ static const struct tap_case cases[] = {
 	{ "smx_home: SMX_HOME set, empty, unset", t_smx_home },
 	{ "xasprintf", t_xasprintf },
 	{ "ALIGN_UP / ALIGN_DOWN", t_align },
+	{ "rm_tree_at: read-only dirs, symlinks not followed", t_rm_tree },
 };
 
 int
