@@ -1054,6 +1054,10 @@ op_mknod(struct req *rq)
 	memcpy(&in, rq->body, sizeof(in));
 	if ((rc = take_name(rq, &off, &name)) != 0)
 		return rc;
+	/* A device node made in the share could be opened through us, as
+	 * root, on the host: the guest would reach host devices. */
+	if (S_ISBLK(in.mode) || S_ISCHR(in.mode))
+		return -EPERM;
 	if (mknodat(rq->node->fd, name, in.mode, in.rdev) != 0)
 		return -errno;
 	return entry_reply(rq, name, -1);
@@ -1259,6 +1263,11 @@ op_open(struct req *rq)
 		return -ESTALE;
 	if (rq->node->type == S_IFLNK)
 		return -ELOOP;
+	/* A client kernel opens device nodes and FIFOs itself and never
+	 * asks: an OPEN of one is a lie that would have us open a host
+	 * device (or block on a FIFO) as root. */
+	if (rq->node->type != S_IFREG && rq->node->type != S_IFDIR)
+		return -EPERM;
 	fd_path(p, sizeof(p), rq->node->fd);
 	if ((fd = open(p, open_flags(in.flags))) < 0)
 		return -errno;

@@ -7,6 +7,7 @@
  * and the snapshot round trip.
  */
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <sys/xattr.h>
 
@@ -1276,9 +1277,60 @@ out_rm:
 	return rc;
 }
 
+/* No way to the host's devices: MKNOD of a block or character device is
+ * refused, and OPEN of a FIFO or device node already in the share (a
+ * client kernel never sends one) is refused instead of opened as root. */
+static int
+t_devices(void)
+{
+	struct fusefs		*fs;
+	struct fuse_mknod_in	 mi;
+	struct fuse_open_in	 oi;
+	struct rep		 r;
+	struct stat		 st;
+	char			 p[256];
+	uint64_t		 fifo;
+	int			 rc = TAP_FAIL;
+
+	TAP_CHECK(setup() == 0);
+	snprintf(p, sizeof(p), "%s/fifo", dir);
+	TAP_CHECK_GOTO(mkfifo(p, 0666) == 0, out_rm);
+	fs = mkfs(false, 0, NULL);
+	TAP_CHECK_GOTO(fs != NULL, out_rm);
+	memset(&mi, 0, sizeof(mi));
+	mi.mode = S_IFCHR | 0666;
+	mi.rdev = makedev(1, 3);
+	r = req_name(fs, FUSE_MKNOD, 1, &mi, sizeof(mi), "null");
+	TAP_CHECK_GOTO(r.err == -EPERM, out);
+	mi.mode = S_IFBLK | 0666;
+	mi.rdev = makedev(8, 0);
+	r = req_name(fs, FUSE_MKNOD, 1, &mi, sizeof(mi), "sda");
+	TAP_CHECK_GOTO(r.err == -EPERM, out);
+	snprintf(p, sizeof(p), "%s/sda", dir);
+	TAP_CHECK_GOTO(lstat(p, &st) == -1 && errno == ENOENT, out);
+	/* A FIFO may be made (the client kernel serves it)... */
+	mi.mode = S_IFIFO | 0644;
+	mi.rdev = 0;
+	r = req_name(fs, FUSE_MKNOD, 1, &mi, sizeof(mi), "fifo2");
+	TAP_CHECK_GOTO(r.err == 0, out);
+	/* ...but not opened through the server. */
+	TAP_CHECK_GOTO((fifo = lookup(fs, 1, "fifo", NULL)) > 1, out);
+	memset(&oi, 0, sizeof(oi));
+	oi.flags = O_RDONLY | O_NONBLOCK;
+	r = req(fs, FUSE_OPEN, fifo, &oi, sizeof(oi));
+	TAP_CHECK_GOTO(r.err == -EPERM, out);
+	rc = TAP_PASS;
+out:
+	fusefs_free(fs);
+out_rm:
+	rm_tree();
+	return rc;
+}
+
 static const struct tap_case cases[] = {
 	{ "INIT negotiation", t_init },
 	{ "lookup, getattr, hard links, forget", t_lookup },
+	{ "no device nodes, no OPEN of special files", t_devices },
 	{ "create, write, read, setattr and friends", t_io },
 	{ "readdirplus lookup counting and pruning", t_readdirplus },
 	{ "rename and rename2 flags", t_rename },

@@ -1,10 +1,11 @@
 /*
  * A hostile guest against every virtio device (rng, blk read-write and
- * read-only, vsock with live host peers, balloon, console with pipes),
- * through the real transport on the fake hypervisor.  Guest RAM sits
- * between PROT_NONE guard regions (vdrv_env_init_guarded), so a host
- * access past either end faults even where ASan does not look; run it
- * under ASan too (tools/check does).
+ * read-only, vsock with live host peers, balloon, console with pipes,
+ * fs with its FUSE server on a temporary share, without and with a DAX
+ * window), through the real transport on the fake hypervisor.  Guest
+ * RAM sits between PROT_NONE guard regions (vdrv_env_init_guarded), so
+ * a host access past either end faults even where ASan does not look;
+ * run it under ASan too (tools/check does).
  *
  * Each round: a bring-up with random features and queue sizes, then a
  * random mix of chains (plausible requests of the device's own protocol,
@@ -16,11 +17,15 @@
  * runs.  After the round the device is reset and brought up cleanly and
  * a known-good request must succeed.  blk images must keep their size,
  * and bytes past the capacity (and all bytes of the read-only image)
- * must stay as they were.
+ * must stay as they were.  fs: the share's neighbourhood (a sentinel
+ * file, no new entries beside the share) stays as it was; requests that
+ * would create device nodes or allocate or copy gigabytes are tamed
+ * (fs_tame), the rest is fair game.
  *
  * Deterministic per device: SMX_FUZZ_SEED picks the seed (else the
  * time), printed; SMX_FUZZ_ITERS the rounds per device (default 3000).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -35,10 +40,12 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include <linux/fuse.h>
 #include <linux/virtio_balloon.h>
 #include <linux/virtio_blk.h>
 #include <linux/virtio_vsock.h>
 
+#include "fusefs/fusefs.h"
 #include "hv/fake.h"
 #include "tests/tap.h"
 #include "tests/unit/vdrv.h"
@@ -1257,11 +1264,678 @@ static const struct fdev console_dev = {
 	console_host, NULL, console_good, NULL,
 };
 
+/* --- fs ------------------------------------------------------------ */
+
+#define FS_DAX_SLOT	2
+#define FS_DAX_GPA	0x4000000000ULL
+#define FS_HELLO	"known-good content\n"
+#define FS_NIDS		16
+
+/* top/ holds the share and a sentinel beside it; nothing else may
+ * appear in top/ and the sentinel must not change. */
+static char	 fs_top[48], fs_share[64], fs_sent[64];
+static uint64_t	 fs_dax_window;
+static uint64_t	 fs_nid[FS_NIDS] = { 1, 1, 2, 3 }, fs_fh[FS_NIDS];
+static uint64_t	 fs_unique;
+static unsigned	 fs_round = ~0u, fs_ok;	/* successful replies seen */
+static struct stat fs_sent_st;
+
+static int
+fs_put_file(const char *dir, const char *name, const char *text)
+{
+	char	path[160];
+	int	fd;
+	bool	ok;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW |
+	    O_CLOEXEC, 0644)) < 0)
+		return -1;
+	ok = write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+	close(fd);
+	return ok ? 0 : -1;
+}
+
+static int
+fs_create(void)
+{
+	struct fusefs_opts	opts;
+	char			path[160], err[256];
+
+	strcpy(fs_top, "/tmp/smx-fsfuzz.XXXXXX");
+	if (mkdtemp(fs_top) == NULL)
+		return -1;
+	snprintf(fs_share, sizeof(fs_share), "%s/share", fs_top);
+	snprintf(fs_sent, sizeof(fs_sent), "%s/sentinel", fs_top);
+	snprintf(path, sizeof(path), "%s/sub", fs_share);
+	if (mkdir(fs_share, 0755) != 0 || mkdir(path, 0755) != 0 ||
+	    fs_put_file(fs_top, "sentinel", "do not touch\n") != 0 ||
+	    fs_put_file(fs_share, "hello.txt", FS_HELLO) != 0 ||
+	    fs_put_file(path, "inner", "inner file\n") != 0 ||
+	    stat(fs_sent, &fs_sent_st) != 0)
+		return -1;
+	/* A way out the server must not follow. */
+	snprintf(path, sizeof(path), "%s/esc", fs_share);
+	if (symlink("../sentinel", path) != 0)
+		return -1;
+	fusefs_opts_init(&opts);
+	opts.root = fs_share;
+	opts.dax_window = fs_dax_window;
+	err[0] = '\0';
+	dev = virtio_fs_create(&env.host, VDRV_BASE(0), VDRV_IRQ(0), &opts,
+	    "fuzz", FS_DAX_SLOT, FS_DAX_GPA, err, sizeof(err));
+	if (dev == NULL)
+		tap_diag("virtio_fs_create: %s", err);
+	return dev != NULL ? 0 : -1;
+}
+
+static int
+fs_nodax_create(void)
+{
+	fs_dax_window = 0;
+	return fs_create();
+}
+
+static int
+fs_dax_create(void)
+{
+	fs_dax_window = 2 << 20;
+	return fs_create();
+}
+
+static void
+fs_destroy(void)
+{
+	struct fusefs_stats	st;
+	char			cmd[96];
+
+	fusefs_get_stats(virtio_fs_server(dev), &st);
+	tap_diag("%s: server saw %llu requests (%llu errors, %llu malformed);"
+	    " %u successes seen by the driver", cur->name,
+	    (unsigned long long)st.requests,
+	    (unsigned long long)st.errors, (unsigned long long)st.malformed,
+	    fs_ok);
+	dev_destroy();
+	fs_ok = 0;
+	fs_round = ~0u;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fs_top);
+	if (system(cmd) != 0)
+		tap_diag("cannot remove %s", fs_top);
+}
+
+static uint64_t
+fs_some_nid(void)
+{
+	switch (rb(8)) {
+	case 0:
+		return rnd();
+	case 1:
+		return rb(64);
+	default:
+		return fs_nid[rb(FS_NIDS)];
+	}
+}
+
+static uint64_t
+fs_some_fh(void)
+{
+	return rb(8) ? fs_fh[rb(FS_NIDS)] : rb(4) ? rb(64) : rnd();
+}
+
+/* A name (NUL-terminated unless nt) at p, its length with the NUL. */
+static uint32_t
+fs_name(char *p, uint32_t room, bool nt)
+{
+	static const char *const names[] = {
+		"hello.txt", "sub", "esc", "..", ".", "/", "a/b", "new",
+		"sub/inner", "../sentinel", "", "x\n", "esc/..",
+	};
+	uint32_t	len, i;
+
+	switch (rb(6)) {
+	case 0:		/* long: past NAME_MAX, sometimes past PATH_MAX */
+		len = MIN(room - 1, rb(2) ? 256 + (uint32_t)rb(8) :
+		    (uint32_t)rb(5000));
+		memset(p, 'L', len);
+		break;
+	case 1:		/* random bytes */
+		len = MIN(room - 1, (uint32_t)rb(40));
+		for (i = 0; i < len; i++)
+			p[i] = (char)(1 + rb(255));
+		break;
+	default:
+		snprintf(p, room, "%s", names[rb(ARRAY_SIZE(names))]);
+		len = (uint32_t)strlen(p);
+		break;
+	}
+	if (nt)
+		return len;
+	p[len] = '\0';
+	return len + 1;
+}
+
+/*
+ * Keep the host safe from requests a real guest could make but this
+ * test must not: device nodes (a guest that can write one owns the
+ * host; whether the server should refuse them is a policy question)
+ * and huge allocations or copies that would fill the disk.
+ */
+static void
+fs_tame(uint32_t opcode, uint8_t *body, uint32_t blen)
+{
+	struct fuse_mknod_in		*mk = (void *)body;
+	struct fuse_fallocate_in	*fa = (void *)body;
+	struct fuse_setattr_in		*sa = (void *)body;
+	struct fuse_write_in		*wr = (void *)body;
+	struct fuse_copy_file_range_in	*cp = (void *)body;
+
+	switch (opcode) {
+	case FUSE_MKNOD:
+		if (blen >= sizeof(*mk))
+			mk->mode = (mk->mode & 07777) | (rb(2) ? S_IFREG :
+			    S_IFIFO);
+		break;
+	case FUSE_CREATE:
+	case FUSE_MKDIR:
+		/* mode is the first field of both */
+		if (blen >= 4)
+			mk->mode &= 07777;
+		break;
+	case FUSE_FALLOCATE:
+		if (blen >= sizeof(*fa)) {
+			fa->offset %= 1 << 20;
+			fa->length %= 1 << 20;
+		}
+		break;
+	case FUSE_SETATTR:
+		if (blen >= sizeof(*sa))
+			sa->size %= 1 << 20;
+		break;
+	case FUSE_WRITE:
+		if (blen >= sizeof(*wr))
+			wr->offset %= 1 << 20;
+		break;
+	case FUSE_COPY_FILE_RANGE:
+		if (blen >= sizeof(*cp))
+			cp->len %= 1 << 20;
+		break;
+	}
+}
+
+/* A body for opcode into p (room bytes); its length. */
+static uint32_t
+fs_body(uint32_t opcode, uint8_t *p, uint32_t room)
+{
+	uint32_t	k, i, n;
+	uint64_t	win = fs_dax_window ? fs_dax_window : 2 << 20;
+
+	memset(p, 0, room);
+	switch (opcode) {
+	case FUSE_INIT: {
+		struct fuse_init_in	*in = (void *)p;
+
+		in->major = rb(16) ? FUSE_KERNEL_VERSION : (uint32_t)rb(10);
+		in->minor = rb(8) ? FUSE_KERNEL_MINOR_VERSION : (uint32_t)rnd();
+		in->max_readahead = (uint32_t)rnd();
+		in->flags = rb(2) ? (uint32_t)rnd() : FUSE_INIT_EXT |
+		    FUSE_MAP_ALIGNMENT;
+		in->flags2 = (uint32_t)rnd();
+		return rb(8) ? sizeof(*in) : (uint32_t)rb(sizeof(*in));
+	}
+	case FUSE_LOOKUP:
+	case FUSE_UNLINK:
+	case FUSE_RMDIR:
+		return fs_name((char *)p, room, rb(8) == 0);
+	case FUSE_GETATTR: {
+		struct fuse_getattr_in	*in = (void *)p;
+
+		in->getattr_flags = rb(2) ? FUSE_GETATTR_FH : 0;
+		in->fh = fs_some_fh();
+		return sizeof(*in);
+	}
+	case FUSE_OPEN:
+	case FUSE_OPENDIR: {
+		static const uint32_t	fl[] = { O_RDONLY, O_WRONLY, O_RDWR,
+		    O_RDWR | O_TRUNC, O_DIRECTORY, O_PATH, O_CREAT | O_EXCL,
+		    O_RDWR | O_APPEND, O_NOFOLLOW };
+		struct fuse_open_in	*in = (void *)p;
+
+		in->flags = rb(8) ? fl[rb(ARRAY_SIZE(fl))] : (uint32_t)rnd();
+		return sizeof(*in);
+	}
+	case FUSE_READ:
+	case FUSE_READDIR:
+	case FUSE_READDIRPLUS: {
+		struct fuse_read_in	*in = (void *)p;
+
+		in->fh = fs_some_fh();
+		in->offset = rb(2) ? rb(8192) : rnd();
+		in->size = rb(4) ? (uint32_t)rb(16384) : (uint32_t)rnd();
+		return sizeof(*in);
+	}
+	case FUSE_WRITE: {
+		struct fuse_write_in	*in = (void *)p;
+
+		in->fh = fs_some_fh();
+		in->offset = rb(8192);
+		n = MIN(room - sizeof(*in), (uint32_t)rb(8192));
+		in->size = rb(4) ? n : (uint32_t)rnd();
+		in->write_flags = (uint32_t)rb(8);
+		for (i = 0; i < n; i++)
+			p[sizeof(*in) + i] = 'w';
+		return sizeof(*in) + n;
+	}
+	case FUSE_CREATE:
+	case FUSE_MKDIR: {
+		struct fuse_create_in	*in = (void *)p;
+
+		in->flags = rb(2) ? O_RDWR | O_CREAT : (uint32_t)rnd();
+		in->mode = 0644 | (opcode == FUSE_CREATE ? S_IFREG : 0);
+		in->umask = 022;
+		k = opcode == FUSE_CREATE ? sizeof(*in) :
+		    sizeof(struct fuse_mkdir_in);
+		return k + fs_name((char *)p + k, room - k, rb(8) == 0);
+	}
+	case FUSE_SETATTR: {
+		struct fuse_setattr_in	*in = (void *)p;
+
+		in->valid = rb(2) ? (uint32_t)rb(1024) : (uint32_t)rnd();
+		in->fh = fs_some_fh();
+		in->size = rb(4096);
+		in->mode = (uint32_t)rnd() & 07777;
+		in->uid = rb(2) ? 0 : (uint32_t)rnd();
+		in->gid = rb(2) ? 0 : (uint32_t)rnd();
+		in->atime = rnd();
+		in->mtime = rnd();
+		in->atimensec = (uint32_t)rnd();
+		return sizeof(*in);
+	}
+	case FUSE_RENAME2:
+	case FUSE_RENAME: {
+		struct fuse_rename2_in	*in = (void *)p;
+
+		in->newdir = fs_some_nid();
+		in->flags = rb(2) ? 0 : rb(2) ? (uint32_t)rb(8) :
+		    (uint32_t)rnd();
+		k = opcode == FUSE_RENAME2 ? sizeof(*in) :
+		    sizeof(struct fuse_rename_in);
+		k += fs_name((char *)p + k, (room - k) / 2, false);
+		return k + fs_name((char *)p + k, room - k, rb(8) == 0);
+	}
+	case FUSE_SETUPMAPPING: {
+		struct fuse_setupmapping_in	*in = (void *)p;
+
+		in->fh = fs_some_fh();
+		in->foffset = rb(2) ? rb(4) * 4096 : rnd();
+		in->len = rb(2) ? (1 + rb(4)) * (2 << 20) / 2 : rb(2) ?
+		    rb(1 << 22) : rnd();
+		in->flags = rb(4) ? (uint64_t)rb(4) : rnd();
+		in->moffset = rb(2) ? rb(2) * (1 << 20) : rb(2) ?
+		    win - rb(8192) : rnd();
+		return sizeof(*in);
+	}
+	case FUSE_REMOVEMAPPING: {
+		struct fuse_removemapping_in	*in = (void *)p;
+		struct fuse_removemapping_one	 one;
+
+		n = (uint32_t)rb(8);
+		in->count = rb(4) ? n : (uint32_t)rnd();
+		for (i = 0; i < n; i++) {
+			one.moffset = rb(2) ? rb(2) * (1 << 20) : rnd();
+			one.len = rb(2) ? 1 << 20 : rnd();
+			memcpy(p + sizeof(*in) + i * sizeof(one), &one,
+			    sizeof(one));
+		}
+		return sizeof(*in) + n * sizeof(one);
+	}
+	default:	/* random bytes, sometimes with a name */
+		n = (uint32_t)rb(rb(8) ? 128 : 1024);
+		for (i = 0; i < n; i++)
+			p[i] = (uint8_t)rnd();
+		if (rb(2) && n < room)
+			n += fs_name((char *)p + n, room - n, rb(8) == 0);
+		return n;
+	}
+}
+
+/* Copy len bytes of src into b[*k..] as one or two readable segments. */
+static void
+fs_put_in(struct vdrv_buf *b, unsigned *k, const void *src, uint32_t len)
+{
+	uint64_t	gpa = dalloc(len + 1, false);
+	uint32_t	cut;
+
+	if (len > 0)
+		memcpy(vdrv_ptr(&env, gpa, len), src, len);
+	if (len > 1 && rb(6) == 0) {
+		cut = 1 + (uint32_t)rb(len - 1);
+		b[(*k)++] = (struct vdrv_buf){ gpa, cut, false };
+		b[(*k)++] = (struct vdrv_buf){ gpa + cut, len - cut, false };
+	} else
+		b[(*k)++] = (struct vdrv_buf){ gpa, len, false };
+}
+
+static void
+fs_payload(unsigned q, struct vdrv_buf *b, unsigned *n)
+{
+	static const uint32_t	ops[] = { FUSE_INIT, FUSE_LOOKUP,
+	    FUSE_GETATTR, FUSE_OPEN, FUSE_READ, FUSE_WRITE, FUSE_READDIRPLUS,
+	    FUSE_CREATE, FUSE_SETATTR, FUSE_RENAME2, FUSE_SETUPMAPPING,
+	    FUSE_REMOVEMAPPING, FUSE_OPENDIR, FUSE_READDIR, FUSE_MKDIR,
+	    FUSE_UNLINK, FUSE_RENAME };
+	static uint8_t		msg[16384];
+	struct fuse_in_header	*h = (void *)msg;
+	uint8_t			*body = msg + sizeof(*h);
+	uint32_t		 blen, len, i, cnt, room = sizeof(msg) -
+	    sizeof(*h);
+	unsigned		 k = 0, nw;
+
+	memset(h, 0, sizeof(*h));
+	h->unique = ++fs_unique;
+	h->nodeid = fs_some_nid();
+	h->uid = rb(2) ? 0 : (uint32_t)rnd();
+	h->gid = rb(2) ? 0 : (uint32_t)rnd();
+	h->pid = (uint32_t)rnd();
+	if (q == 0) {
+		switch (rb(4)) {
+		case 0: {
+			struct fuse_forget_in	*f = (void *)body;
+
+			h->opcode = FUSE_FORGET;
+			f->nlookup = rb(2) ? 1 : rnd();
+			blen = sizeof(*f);
+			break;
+		}
+		case 1: {
+			struct fuse_batch_forget_in	*bf = (void *)body;
+			struct fuse_forget_one		 one;
+
+			h->opcode = FUSE_BATCH_FORGET;
+			cnt = (uint32_t)rb(40);
+			bf->count = rb(4) ? cnt : (uint32_t)rnd();
+			bf->dummy = 0;
+			for (i = 0; i < cnt; i++) {
+				one.nodeid = fs_some_nid();
+				one.nlookup = rb(2) ? 1 : rnd();
+				memcpy(body + sizeof(*bf) + i * sizeof(one),
+				    &one, sizeof(one));
+			}
+			blen = sizeof(*bf) + cnt * sizeof(one);
+			break;
+		}
+		case 2: {
+			struct fuse_interrupt_in	*ii = (void *)body;
+
+			h->opcode = FUSE_INTERRUPT;
+			ii->unique = rb(2) ? fs_unique - rb(4) : rnd();
+			blen = sizeof(*ii);
+			break;
+		}
+		default:
+			h->opcode = rb(2) ? (uint32_t)rb(61) : (uint32_t)rnd();
+			blen = (uint32_t)rb(256);
+			for (i = 0; i < blen; i++)
+				body[i] = (uint8_t)rnd();
+			break;
+		}
+	} else {
+		if (fs_round != stat_rounds) {
+			/* The round's first request: INIT, most times. */
+			fs_round = stat_rounds;
+			h->opcode = rb(8) ? FUSE_INIT :
+			    ops[rb(ARRAY_SIZE(ops))];
+		} else if (rb(6) == 0)
+			h->opcode = FUSE_INIT;
+		else if (rb(3))
+			h->opcode = ops[rb(ARRAY_SIZE(ops))];
+		else
+			h->opcode = (uint32_t)rb(61);
+		if (rb(32) == 0)
+			h->opcode = (uint32_t)rnd();
+		blen = fs_body(h->opcode, body, room);
+	}
+	fs_tame(h->opcode, body, blen);
+	len = sizeof(*h) + blen;
+	switch (rb(24)) {
+	case 0:
+		h->len = (uint32_t)rnd();
+		break;
+	case 1:
+		h->len = len + (uint32_t)rb(64) - 32;
+		break;
+	default:
+		h->len = len;
+		break;
+	}
+	if (rb(32) == 0)	/* a short header */
+		len = (uint32_t)rb(sizeof(*h));
+	if (q <= 1 && rb(24) == 0) {
+		/* Writable only: a reply buffer and no request. */
+		nw = 1 + (unsigned)rb(3);
+		goto writable;
+	}
+	fs_put_in(b, &k, msg, len);
+	if (q == 0 || rb(12) == 0) {
+		/* Readable only (right on hiprio, wrong on requests). */
+		*n = k;
+		return;
+	}
+	nw = rb(4) ? 1 : 1 + (unsigned)rb(3);
+writable:
+	for (; nw > 0 && k < MAXSEG; nw--) {
+		switch (rb(12)) {
+		case 0:		/* tiny */
+			len = (uint32_t)rb(sizeof(struct fuse_out_header) + 2);
+			break;
+		case 1:
+			len = (uint32_t)rb(70000);
+			break;
+		default:
+			len = 4096 + (uint32_t)rb(4096);
+			break;
+		}
+		b[k++] = (struct vdrv_buf){ rb(16) ? dalloc(len, false) :
+		    evil_addr(len), len, true };
+	}
+	*n = k;
+}
+
+/* Learn node ids and handles from replies (by their sizes). */
+static void
+fs_on_used(unsigned q, uint64_t gpa, uint32_t len)
+{
+	const size_t		 oh = sizeof(struct fuse_out_header);
+	struct fuse_out_header	*h;
+	uint8_t			*p;
+
+	if (q != 1 || len < oh || (p = vdrv_ptr(&env, gpa, len)) == NULL)
+		return;
+	h = (void *)p;
+	if (h->error != 0)
+		return;
+	fs_ok++;
+	if (len == oh + sizeof(struct fuse_entry_out) ||
+	    len == oh + sizeof(struct fuse_entry_out) +
+	    sizeof(struct fuse_open_out))
+		fs_nid[rb(FS_NIDS)] =
+		    ((struct fuse_entry_out *)(p + oh))->nodeid;
+	if (len == oh + sizeof(struct fuse_open_out))
+		fs_fh[rb(FS_NIDS)] = ((struct fuse_open_out *)(p + oh))->fh;
+	else if (len == oh + sizeof(struct fuse_entry_out) +
+	    sizeof(struct fuse_open_out))
+		fs_fh[rb(FS_NIDS)] = ((struct fuse_open_out *)(p + oh +
+		    sizeof(struct fuse_entry_out)))->fh;
+}
+
+/* Give the worker pool a moment so replies land before the next reset
+ * (most requests would otherwise be dropped by it). */
+static void
+fs_host(void)
+{
+	unsigned	i;
+
+	for (i = 0; i < 4; i++) {
+		usleep(50);
+		vdrv_env_poll(&env);
+	}
+	drain_used(0);
+	drain_used(1);
+}
+
+/* One request on the request queue; the reply's used length or -1. */
+static int
+fs_req(uint32_t opcode, uint64_t nodeid, const void *body, uint32_t blen,
+    void *out, uint32_t outlen)
+{
+	struct fuse_in_header	h;
+	struct vdrv_buf		b[2];
+	uint8_t			*in;
+	int64_t			 len;
+
+	memset(&h, 0, sizeof(h));
+	h.len = sizeof(h) + blen;
+	h.opcode = opcode;
+	h.unique = ++fs_unique;
+	h.nodeid = nodeid;
+	b[0] = (struct vdrv_buf){ vdrv_alloc(&env, h.len, 8), h.len, false };
+	in = vdrv_ptr(&env, b[0].gpa, h.len);
+	memcpy(in, &h, sizeof(h));
+	memcpy(in + sizeof(h), body, blen);
+	b[1] = (struct vdrv_buf){ vdrv_alloc(&env, outlen, 8), outlen, true };
+	vdrv_add(&d, 1, b, 2, false);
+	vdrv_kick(&d, 1);
+	if ((len = wait_used(1, 5000)) < 0)
+		return -1;
+	memcpy(out, vdrv_ptr(&env, b[1].gpa, outlen), outlen);
+	return (int)len;
+}
+
+/* Put hello.txt back as it was: the rounds may rename, truncate or
+ * replace it (inside the share, which is theirs). */
+static int
+fs_restore(void)
+{
+	char	path[96], cmd[128];
+
+	snprintf(path, sizeof(path), "%s/hello.txt", fs_share);
+	if (unlink(path) != 0 && errno != ENOENT && rmdir(path) != 0) {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
+		if (system(cmd) != 0)
+			return -1;
+	}
+	return fs_put_file(fs_share, "hello.txt", FS_HELLO);
+}
+
+static int
+fs_good(void)
+{
+	struct fuse_init_in	ii = { .major = FUSE_KERNEL_VERSION,
+	    .minor = FUSE_KERNEL_MINOR_VERSION, .flags = FUSE_INIT_EXT };
+	struct fuse_open_in	oi = { .flags = O_RDONLY };
+	struct fuse_read_in	ri = { .size = 64 };
+	struct {
+		struct fuse_out_header	h;
+		union {
+			struct fuse_init_out	i;
+			struct fuse_entry_out	e;
+			struct fuse_open_out	o;
+			char			data[64];
+		};
+	} r;
+	uint64_t	node;
+	int		len, want = sizeof(r.h) + strlen(FS_HELLO);
+
+	if (fs_restore() != 0)
+		return -1;
+	if ((len = fs_req(FUSE_INIT, 0, &ii, sizeof(ii), &r, sizeof(r))) <
+	    (int)sizeof(r.h) || r.h.error != 0) {
+		tap_diag("fs: INIT: %d, error %d", len, r.h.error);
+		return -1;
+	}
+	if ((len = fs_req(FUSE_LOOKUP, FUSE_ROOT_ID, "hello.txt", 10, &r,
+	    sizeof(r))) != (int)(sizeof(r.h) + sizeof(r.e)) ||
+	    r.h.error != 0) {
+		tap_diag("fs: LOOKUP: %d, error %d", len, r.h.error);
+		return -1;
+	}
+	node = r.e.nodeid;
+	if ((len = fs_req(FUSE_OPEN, node, &oi, sizeof(oi), &r, sizeof(r))) !=
+	    (int)(sizeof(r.h) + sizeof(r.o)) || r.h.error != 0) {
+		tap_diag("fs: OPEN: %d, error %d", len, r.h.error);
+		return -1;
+	}
+	ri.fh = r.o.fh;
+	if ((len = fs_req(FUSE_READ, node, &ri, sizeof(ri), &r, sizeof(r))) !=
+	    want || r.h.error != 0 ||
+	    memcmp(r.data, FS_HELLO, strlen(FS_HELLO)) != 0) {
+		tap_diag("fs: READ: %d, error %d", len, r.h.error);
+		return -1;
+	}
+	return 0;
+}
+
+/* Nothing outside the share changed: the sentinel as it was, no new
+ * entries beside it. */
+static int
+fs_check(void)
+{
+	struct stat	 st;
+	struct dirent	*e;
+	DIR		*dp;
+	char		 buf[64];
+	int		 fd, n = 0, bad = 0;
+	ssize_t		 r;
+
+	if (lstat(fs_sent, &st) != 0 || !S_ISREG(st.st_mode) ||
+	    st.st_size != fs_sent_st.st_size ||
+	    st.st_mode != fs_sent_st.st_mode ||
+	    st.st_uid != fs_sent_st.st_uid ||
+	    st.st_mtim.tv_sec != fs_sent_st.st_mtim.tv_sec ||
+	    st.st_mtim.tv_nsec != fs_sent_st.st_mtim.tv_nsec ||
+	    st.st_ino != fs_sent_st.st_ino) {
+		tap_diag("fs: the sentinel beside the share changed");
+		return -1;
+	}
+	if ((fd = open(fs_sent, O_RDONLY | O_CLOEXEC)) < 0)
+		return -1;
+	r = read(fd, buf, sizeof(buf));
+	close(fd);
+	if (r != 13 || memcmp(buf, "do not touch\n", 13) != 0) {
+		tap_diag("fs: the sentinel's content changed");
+		return -1;
+	}
+	if ((dp = opendir(fs_top)) == NULL)
+		return -1;
+	while ((e = readdir(dp)) != NULL) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		n++;
+		if (strcmp(e->d_name, "share") != 0 &&
+		    strcmp(e->d_name, "sentinel") != 0) {
+			tap_diag("fs: new entry beside the share: %s",
+			    e->d_name);
+			bad = 1;
+		}
+	}
+	closedir(dp);
+	return bad || n != 2 ? -1 : 0;
+}
+
+static const struct fdev fs_dev = {
+	"fs", fs_nodax_create, fs_destroy, fs_payload, fs_host, fs_on_used,
+	fs_good, fs_check,
+};
+static const struct fdev fs_dax_dev = {
+	"fs dax", fs_dax_create, fs_destroy, fs_payload, fs_host,
+	fs_on_used,
+	fs_good, fs_check,
+};
+
 /* --- cases --------------------------------------------------------- */
 
 static const struct fdev *const devs[] = {
 	&rng_dev, &blk_rw_dev, &blk_ro_dev, &vsock_dev, &balloon_dev,
-	&console_dev,
+	&console_dev, &fs_dev, &fs_dax_dev,
 };
 
 #define FUZZ_CASE(i)							\
@@ -1273,6 +1947,8 @@ FUZZ_CASE(2)
 FUZZ_CASE(3)
 FUZZ_CASE(4)
 FUZZ_CASE(5)
+FUZZ_CASE(6)
+FUZZ_CASE(7)
 
 static const struct tap_case cases[] = {
 	{ "rng: config window sweep", sweep_0 },
@@ -1287,6 +1963,10 @@ static const struct tap_case cases[] = {
 	{ "balloon: hostile rounds", fuzz_4 },
 	{ "console: config window sweep", sweep_5 },
 	{ "console: hostile rounds with pipes", fuzz_5 },
+	{ "fs: config window sweep", sweep_6 },
+	{ "fs: hostile rounds, nothing outside the share changes", fuzz_6 },
+	{ "fs dax: config window sweep", sweep_7 },
+	{ "fs dax: hostile rounds with a 2 MiB DAX window", fuzz_7 },
 };
 
 int
