@@ -1623,7 +1623,7 @@ fs_payload(unsigned q, struct vdrv_buf *b, unsigned *n)
 	    FUSE_CREATE, FUSE_SETATTR, FUSE_RENAME2, FUSE_SETUPMAPPING,
 	    FUSE_REMOVEMAPPING, FUSE_OPENDIR, FUSE_READDIR, FUSE_MKDIR,
 	    FUSE_UNLINK, FUSE_RENAME };
-	static uint8_t		msg[16384];
+	static uint8_t		msg[16384] __attribute__((aligned(16)));
 	struct fuse_in_header	*h = (void *)msg;
 	uint8_t			*body = msg + sizeof(*h);
 	uint32_t		 blen, len, i, cnt, room = sizeof(msg) -
@@ -1740,31 +1740,35 @@ writable:
 	*n = k;
 }
 
-/* Learn node ids and handles from replies (by their sizes). */
+/* Learn node ids and handles from replies (by their sizes).  Reply
+ * buffers sit anywhere in guest memory, unaligned too: copy out. */
 static void
 fs_on_used(unsigned q, uint64_t gpa, uint32_t len)
 {
 	const size_t		 oh = sizeof(struct fuse_out_header);
-	struct fuse_out_header	*h;
+	const size_t		 eo = sizeof(struct fuse_entry_out);
+	struct fuse_out_header	 h;
+	struct fuse_entry_out	 e;
+	struct fuse_open_out	 o;
 	uint8_t			*p;
 
 	if (q != 1 || len < oh || (p = vdrv_ptr(&env, gpa, len)) == NULL)
 		return;
-	h = (void *)p;
-	if (h->error != 0)
+	memcpy(&h, p, oh);
+	if (h.error != 0)
 		return;
 	fs_ok++;
-	if (len == oh + sizeof(struct fuse_entry_out) ||
-	    len == oh + sizeof(struct fuse_entry_out) +
-	    sizeof(struct fuse_open_out))
-		fs_nid[rb(FS_NIDS)] =
-		    ((struct fuse_entry_out *)(p + oh))->nodeid;
-	if (len == oh + sizeof(struct fuse_open_out))
-		fs_fh[rb(FS_NIDS)] = ((struct fuse_open_out *)(p + oh))->fh;
-	else if (len == oh + sizeof(struct fuse_entry_out) +
-	    sizeof(struct fuse_open_out))
-		fs_fh[rb(FS_NIDS)] = ((struct fuse_open_out *)(p + oh +
-		    sizeof(struct fuse_entry_out)))->fh;
+	if (len == oh + eo || len == oh + eo + sizeof(o)) {
+		memcpy(&e, p + oh, eo);
+		fs_nid[rb(FS_NIDS)] = e.nodeid;
+	}
+	if (len == oh + sizeof(o)) {
+		memcpy(&o, p + oh, sizeof(o));
+		fs_fh[rb(FS_NIDS)] = o.fh;
+	} else if (len == oh + eo + sizeof(o)) {
+		memcpy(&o, p + oh + eo, sizeof(o));
+		fs_fh[rb(FS_NIDS)] = o.fh;
+	}
 }
 
 /* Give the worker pool a moment so replies land before the next reset
