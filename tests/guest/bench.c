@@ -47,20 +47,6 @@
 #define BENCH_BLOCK		4096
 #define BENCH_SEED		0x2545f4914f6cdd1dULL
 
-struct echo_hdr {
-	uint64_t	src_cid;
-	uint64_t	dst_cid;
-	uint32_t	src_port;
-	uint32_t	dst_port;
-	uint32_t	len;
-	uint16_t	type;
-	uint16_t	op;
-	uint32_t	flags;
-	uint32_t	buf_alloc;
-	uint32_t	fwd_cnt;
-} __attribute__((packed));
-
-_Static_assert(sizeof(struct echo_hdr) == 44, "virtio_vsock_hdr is 44");
 
 struct echo {
 	struct vdev	 d;
@@ -80,8 +66,8 @@ struct echo {
 
 /* Outside the virtio.c pool (48 KiB): the rx buffers alone take 32 KiB. */
 static uint8_t echo_rx[ECHO_BUFS][ECHO_BUF_SIZE] __attribute__((aligned(64)));
-static struct echo_hdr echo_txh[ECHO_BUFS] __attribute__((aligned(64)));
-static struct echo_hdr echo_ctl __attribute__((aligned(64)));
+static struct vsock_hdr echo_txh[ECHO_BUFS] __attribute__((aligned(64)));
+static struct vsock_hdr echo_ctl __attribute__((aligned(64)));
 static struct echo echo_state;
 
 static uint8_t blk_data[BENCH_DEPTH][BENCH_BLOCK] __attribute__((aligned(4096)));
@@ -97,7 +83,7 @@ echo_post(struct echo *e, uint8_t *buf)
 }
 
 static void
-hdr_fill(const struct echo *e, struct echo_hdr *h, uint16_t op, uint32_t len)
+hdr_fill(const struct echo *e, struct vsock_hdr *h, uint16_t op, uint32_t len)
 {
 	h->src_cid = e->cid;
 	h->dst_cid = e->peer_cid;
@@ -166,23 +152,23 @@ static void
 echo_flush(struct echo *e)
 {
 	struct vseg s[2];
-	struct echo_hdr *rh;
+	struct vsock_hdr *rh;
 	uint8_t *buf;
 	uint32_t credit;
 	unsigned slot;
 
 	while (e->pend_n > 0) {
 		buf = e->pending[e->pend_head];
-		rh = (struct echo_hdr *)buf;
+		rh = (struct vsock_hdr *)buf;
 		credit = e->peer_buf_alloc - (e->tx_cnt - e->peer_fwd_cnt);
 		if (credit < rh->len)
 			return;		/* the host's next packet says more */
 		slot = (unsigned)((buf - echo_rx[0]) / ECHO_BUF_SIZE);
 		hdr_fill(e, &echo_txh[slot], VSOCK_OP_RW, rh->len);
 		s[0].addr = &echo_txh[slot];
-		s[0].len = sizeof(struct echo_hdr);
+		s[0].len = sizeof(struct vsock_hdr);
 		s[0].write = 0;
-		s[1].addr = buf + sizeof(struct echo_hdr);
+		s[1].addr = buf + sizeof(struct vsock_hdr);
 		s[1].len = rh->len;
 		s[1].write = 0;
 		if (vq_add(e->tx, s, 2, 0, buf) < 0)
@@ -197,7 +183,7 @@ echo_flush(struct echo *e)
 static void
 echo_rx_one(struct echo *e, uint8_t *buf, uint32_t len)
 {
-	struct echo_hdr *h = (struct echo_hdr *)buf;
+	struct vsock_hdr *h = (struct vsock_hdr *)buf;
 
 	if (len < sizeof(*h) || h->len != len - sizeof(*h))
 		tg_fail("vsock-echo: rx packet of %u bytes, header says %u "

@@ -265,4 +265,21 @@ void	 halt_forever(void) __attribute__((noreturn));
 /* smp.c: called by start.S on each AP in long mode, with its stack slot. */
 void	 ap_main(uint32_t slot) __attribute__((noreturn));
 
+/* The virtio-vsock packet header (virtio 1.2 section 5.10.6), shared by
+ * the vsock test (vdev.c) and the echo bench (bench.c). */
+struct vsock_hdr {
+	uint64_t	src_cid;
+	uint64_t	dst_cid;
+	uint32_t	src_port;
+	uint32_t	dst_port;
+	uint32_t	len;
+	uint16_t	type;
+	uint16_t	op;
+	uint32_t	flags;
+	uint32_t	buf_alloc;
+	uint32_t	fwd_cnt;
+} __attribute__((packed));
+
+_Static_assert(sizeof(struct vsock_hdr) == 44, "virtio_vsock_hdr is 44");
+
 #endif

@@ -539,20 +539,6 @@ test_virtio_balloon(const char *arg)
  * section 5.10.6.3); we answer CREDIT_REQUEST and ignore packets for
  * other connections.
  */
-struct vsock_hdr {
-	uint64_t	src_cid;
-	uint64_t	dst_cid;
-	uint32_t	src_port;
-	uint32_t	dst_port;
-	uint32_t	len;
-	uint16_t	type;
-	uint16_t	op;
-	uint32_t	flags;
-	uint32_t	buf_alloc;
-	uint32_t	fwd_cnt;
-} __attribute__((packed));
-
-_Static_assert(sizeof(struct vsock_hdr) == 44, "virtio_vsock_hdr is 44");
 
 struct vsock {
 	struct vdev	 d;
