@@ -130,6 +130,120 @@ const char	*smx_vm_end_detail(const struct smx_vm *);
 /* Free a machine that has ended. */
 void	smx_vm_free(struct smx_vm *);
 
+/*
+ * Images and containers.  An image is opened by reference (pulled into
+ * $SMX_HOME when missing, its rootfs unpacked once per chain id); a
+ * machine started from it boots the project kernel with the smx-init
+ * agent as PID 1, which mounts the image read-only under a tmpfs
+ * overlay.  The calls below that wait (smx_image_open, smx_vm_start,
+ * smx_exec, the file calls, smx_vm_shutdown) run the runtime's event
+ * loop while they wait, so other machines keep being served.
+ */
+struct smx_image;
+
+struct smx_image_opts {
+	size_t		 size;		/* sizeof(struct smx_image_opts) */
+	int		 pull;		/* SMX_PULL_* (default MISSING) */
+	const char	*platform;	/* "os/arch[/variant]", default linux/amd64 */
+	int		 insecure;	/* plain HTTP allowed for this registry */
+	int		 progress_fd;	/* pull progress (-1: none, default) */
+};
+#define SMX_PULL_MISSING	0	/* pull when not in the store */
+#define SMX_PULL_NEVER		1	/* -ENOENT when not in the store */
+#define SMX_PULL_ALWAYS		2
+
+void	smx_image_opts_init(struct smx_image_opts *);
+int	smx_image_open(struct smx *, const char *ref,
+	    const struct smx_image_opts *, struct smx_image **,
+	    char *err, size_t errlen);
+/* The normalized reference and the manifest digest. */
+const char	*smx_image_ref(const struct smx_image *);
+const char	*smx_image_digest(const struct smx_image *);
+void	smx_image_close(struct smx_image *);
+
+/* A host directory (or file) mounted into the guest. */
+struct smx_volume {
+	const char	*host;		/* absolute or relative host path */
+	const char	*guest;		/* absolute guest path */
+	int		 readonly;
+};
+
+struct smx_vm_opts {
+	size_t		 size;		/* sizeof(struct smx_vm_opts) */
+	const char	*name;		/* hostname; NULL: generated */
+	uint32_t	 cpus;		/* default 1 */
+	uint64_t	 memory_mib;	/* default 256 */
+	const char	*kernel;	/* NULL: the project kernel */
+	int		 dax;		/* map the image root with DAX */
+	const struct smx_volume *volumes;
+	unsigned	 nvolumes;	/* at most SMX_MAX_VOLUMES */
+	int		 console_fd;	/* guest kernel log; -1 (default): none */
+	uint64_t	 ready_timeout_ms; /* agent ready, default 60000 */
+};
+#define SMX_MAX_VOLUMES	3
+
+void	smx_vm_opts_init(struct smx_vm_opts *);
+/* Boot a machine from an image and wait until its agent is ready. */
+int	smx_vm_start(struct smx *, struct smx_image *,
+	    const struct smx_vm_opts *, struct smx_vm **,
+	    char *err, size_t errlen);
+
+struct smx_exec_opts {
+	size_t		 size;		/* sizeof(struct smx_exec_opts) */
+	const char *const *argv;	/* NULL-terminated; NULL: the image's
+					 * Entrypoint + Cmd */
+	const char *const *env;		/* NULL-terminated KEY=VALUE, over
+					 * the image's Env */
+	const char	*cwd;		/* NULL: the image's WorkingDir or / */
+	const char	*user;		/* NULL: the image's User or root */
+	int		 tty;		/* a pty (stderr merged into stdout) */
+	unsigned	 rows, cols;	/* pty size, default 24x80 */
+	/* stdio: fds of the caller, or -1: stdin empty (or stdin_data),
+	 * stdout/stderr captured into the result. */
+	int		 stdin_fd, stdout_fd, stderr_fd;
+	const void	*stdin_data;
+	size_t		 stdin_len;
+	uint64_t	 timeout_ms;	/* 0: none; SIGKILL when it expires */
+	int		 main;		/* the container's main process */
+};
+
+struct smx_exec_result {
+	int		 status;	/* exit code, or 128 + signal */
+	int		 signal;	/* the killing signal, or 0 */
+	char		*out;		/* captured stdout (NUL-terminated) */
+	size_t		 out_len;
+	char		*err;		/* captured stderr (NUL-terminated) */
+	size_t		 err_len;
+};
+
+void	smx_exec_opts_init(struct smx_exec_opts *);
+/* Run a process in the guest and wait for it.  0 when it ran (its
+ * status is in *res), -errno when it could not be started. */
+int	smx_exec(struct smx_vm *, const struct smx_exec_opts *,
+	    struct smx_exec_result *res, char *err, size_t errlen);
+void	smx_exec_result_free(struct smx_exec_result *);
+
+/* Files in the guest (paths inside the container's root). */
+int	smx_vm_write_file(struct smx_vm *, const char *path,
+	    const void *data, size_t len, unsigned mode);
+/* *data is malloc'd and NUL-terminated (not counted in *len). */
+int	smx_vm_read_file(struct smx_vm *, const char *path, void **data,
+	    size_t *len);
+
+/* Publish guest TCP port guest_port on host_ip:host_port (host_ip NULL:
+ * 127.0.0.1; host_port 0: any, the bound port is returned in *bound). */
+int	smx_vm_publish(struct smx_vm *, const char *host_ip,
+	    uint16_t host_port, uint16_t guest_port, uint16_t *bound,
+	    char *err, size_t errlen);
+
+/* Send a signal to the main process. */
+int	smx_vm_kill(struct smx_vm *, int sig);
+/* Ask the agent to power the guest off and wait for the machine to
+ * end (smx_vm_stop() after timeout_ms, default 10000 when 0). */
+int	smx_vm_shutdown(struct smx_vm *, uint64_t timeout_ms);
+/* The machine's name (hostname). */
+const char	*smx_vm_name(const struct smx_vm *);
+
 #ifdef __cplusplus
 }
 #endif
