@@ -179,11 +179,22 @@ struct smx_vm_opts {
 	unsigned	 nvolumes;	/* at most SMX_MAX_VOLUMES */
 	int		 console_fd;	/* guest kernel log; -1 (default): none */
 	uint64_t	 ready_timeout_ms; /* agent ready, default 60000 */
+	/* The vsock's host Unix socket (so other processes can reach the
+	 * agent); NULL: one in a private run directory, as smx_boot. */
+	const char	*vsock_path;
 };
 #define SMX_MAX_VOLUMES	3
 
 void	smx_vm_opts_init(struct smx_vm_opts *);
-/* Boot a machine from an image and wait until its agent is ready. */
+/*
+ * Boot a machine from an image and wait until its agent is ready.  The
+ * image must stay open until then (the machine keeps its own reference
+ * afterwards).  Errors say what to do: -ENODEV no /dev/kvm, -ENOTSUP a
+ * PVM host (no Linux guest runs there: use tools/kvm-harness), -ENOENT
+ * the project kernel, the agent (smx-init; $SMX_INIT overrides) or a
+ * volume source is missing, -EIO the guest ended first, -ETIMEDOUT not
+ * ready in time, -EINTR a stop signal came (SMX_OPEN_SIGNALS).
+ */
 int	smx_vm_start(struct smx *, struct smx_image *,
 	    const struct smx_vm_opts *, struct smx_vm **,
 	    char *err, size_t errlen);
@@ -205,6 +216,12 @@ struct smx_exec_opts {
 	size_t		 stdin_len;
 	uint64_t	 timeout_ms;	/* 0: none; SIGKILL when it expires */
 	int		 main;		/* the container's main process */
+	/* Called once on the runtime's thread when the process has
+	 * started in the guest (pid in the guest), before it ends.  It
+	 * runs inside smx_exec's wait: it must not call a function of
+	 * this API that waits. */
+	void		(*started_fn)(void *arg, int pid);
+	void		*started_arg;
 };
 
 struct smx_exec_result {
@@ -231,12 +248,16 @@ int	smx_vm_read_file(struct smx_vm *, const char *path, void **data,
 	    size_t *len);
 
 /* Publish guest TCP port guest_port on host_ip:host_port (host_ip NULL:
- * 127.0.0.1; host_port 0: any, the bound port is returned in *bound). */
+ * 127.0.0.1, IPv6 accepted; host_port 0: any, the bound port is returned
+ * in *bound).  -EADDRINUSE when the host port is taken.  Connections are
+ * served while the runtime's loop runs (smx_run() or a waiting call)
+ * and closed when the machine ends.  SIGPIPE is set to SIG_IGN when it
+ * still has its default action. */
 int	smx_vm_publish(struct smx_vm *, const char *host_ip,
 	    uint16_t host_port, uint16_t guest_port, uint16_t *bound,
 	    char *err, size_t errlen);
 
-/* Send a signal to the main process. */
+/* Send a signal to the main process (-ESRCH when none runs). */
 int	smx_vm_kill(struct smx_vm *, int sig);
 /* Ask the agent to power the guest off and wait for the machine to
  * end (smx_vm_stop() after timeout_ms, default 10000 when 0). */

@@ -9,8 +9,10 @@
  * pushes messages and waits on its waiter.
  */
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -87,6 +89,7 @@ enum vm_state { VM_CREATED, VM_RUNNING, VM_ENDING, VM_ENDED };
 struct vm {
 	struct reactor		*r;
 	struct hv		*hv;
+	struct vm_config	 cfg;		/* a private copy */
 	struct gmem		 mem;
 	uint8_t			*ram;
 	uint64_t		 ram_size;
@@ -156,17 +159,41 @@ static int
 vm_map_ram(struct vm *vm, char *err, size_t errlen)
 {
 	uint64_t	low, high;
-	int		error;
+	struct stat	st;
+	int		error, fd = -1;
 
+	if (vm->cfg.ram_file != NULL) {
+		/* Copy-on-write over the snapshot's memory file. */
+		if ((fd = open(vm->cfg.ram_file, O_RDONLY | O_CLOEXEC)) == -1 ||
+		    fstat(fd, &st) == -1) {
+			snprintf(err, errlen, "%s: %s", vm->cfg.ram_file,
+			    strerror(errno));
+			if (fd != -1)
+				close(fd);
+			return -EIO;
+		}
+		if ((uint64_t)st.st_size != vm->ram_size) {
+			snprintf(err, errlen, "%s: %llu bytes, the machine has "
+			    "%llu MiB of memory: not its memory file",
+			    vm->cfg.ram_file, (unsigned long long)st.st_size,
+			    (unsigned long long)(vm->ram_size >> 20));
+			close(fd);
+			return -EINVAL;
+		}
+	}
 	vm->ram = mmap(NULL, vm->ram_size, PROT_READ | PROT_WRITE,
-	    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	    fd != -1 ? MAP_PRIVATE | MAP_NORESERVE :
+	    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, fd, 0);
+	if (fd != -1)
+		close(fd);
 	if (vm->ram == MAP_FAILED) {
 		vm->ram = NULL;
 		snprintf(err, errlen, "cannot map %llu MiB of guest memory: %s",
 		    (unsigned long long)(vm->ram_size >> 20), strerror(errno));
 		return -ENOMEM;
 	}
-	madvise(vm->ram, vm->ram_size, MADV_MERGEABLE);
+	if (vm->cfg.ram_file == NULL)
+		madvise(vm->ram, vm->ram_size, MADV_MERGEABLE);
 	low = MIN(vm->ram_size, LAYOUT_MMIO_GAP);
 	high = vm->ram_size - low;
 	if ((error = gmem_add(&vm->mem, 0, low, vm->ram)) != 0 ||
@@ -313,6 +340,51 @@ vm_add_devices(struct vm *vm, const struct vm_config *cfg, char *err,
 	return 0;
 }
 
+/* Strings of a config copied, so the machine does not depend on the
+ * caller's. */
+static char *
+dup_or_null(const char *s)
+{
+	return s != NULL ? xstrdup(s) : NULL;
+}
+
+static void
+config_copy(struct vm_config *d, const struct vm_config *s)
+{
+	unsigned	i;
+
+	*d = *s;
+	d->kernel = dup_or_null(s->kernel);
+	d->initrd = dup_or_null(s->initrd);
+	d->cmdline = dup_or_null(s->cmdline);
+	d->vsock_path = dup_or_null(s->vsock_path);
+	d->ram_file = dup_or_null(s->ram_file);
+	for (i = 0; i < MIN(s->ndisks, VM_MAX_DISKS); i++)
+		d->disks[i].path = dup_or_null(s->disks[i].path);
+	for (i = 0; i < MIN(s->nshares, VM_MAX_SHARES); i++) {
+		d->shares[i].path = dup_or_null(s->shares[i].path);
+		d->shares[i].tag = dup_or_null(s->shares[i].tag);
+	}
+}
+
+static void
+config_free(struct vm_config *c)
+{
+	unsigned	i;
+
+	free((char *)c->kernel);
+	free((char *)c->initrd);
+	free((char *)c->cmdline);
+	free((char *)c->vsock_path);
+	free((char *)c->ram_file);
+	for (i = 0; i < MIN(c->ndisks, VM_MAX_DISKS); i++)
+		free((char *)c->disks[i].path);
+	for (i = 0; i < MIN(c->nshares, VM_MAX_SHARES); i++) {
+		free((char *)c->shares[i].path);
+		free((char *)c->shares[i].tag);
+	}
+}
+
 struct vm *
 vm_create(struct reactor *r, const struct vm_config *cfg, char *err,
     size_t errlen)
@@ -338,6 +410,8 @@ vm_create(struct reactor *r, const struct vm_config *cfg, char *err,
 
 	vm = xcalloc(1, sizeof *vm);
 	vm->r = r;
+	config_copy(&vm->cfg, cfg);
+	cfg = &vm->cfg;
 	vm->ncpus = cfg->ncpus;
 	vm->ram_size = cfg->memory_mib << 20;
 	vm->state = VM_CREATED;
@@ -354,6 +428,8 @@ vm_create(struct reactor *r, const struct vm_config *cfg, char *err,
 	if (vm_add_devices(vm, cfg, err, errlen) != 0)
 		goto err_free;
 
+	if (cfg->ram_file != NULL)
+		goto platform;
 	memset(&spec, 0, sizeof spec);
 	spec.kernel = cfg->kernel;
 	spec.initrd = cfg->initrd;
@@ -363,6 +439,7 @@ vm_create(struct reactor *r, const struct vm_config *cfg, char *err,
 	if (boot_load(&vm->mem, &spec, &vm->entry, err, errlen) != 0)
 		goto err_free;
 
+platform:
 	if ((vm->uart = uart_create(vm, r, 0x3f8, 4, cfg->console_fd,
 	    cfg->console_in_fd)) == NULL) {
 		snprintf(err, errlen, "cannot create the serial console");
@@ -393,6 +470,8 @@ vm_create(struct reactor *r, const struct vm_config *cfg, char *err,
 			goto err_free;
 		}
 	}
+	if (cfg->ram_file != NULL)
+		return vm;
 	/* Only the boot vCPU starts running; the others wait for INIT/SIPI
 	 * in the in-kernel LAPIC. */
 	boot_vcpu_state(&vm->entry, &regs, &sregs);
@@ -438,6 +517,7 @@ vm_free(struct vm *vm)
 		hv_destroy(vm->hv);
 	if (vm->ram != NULL)
 		munmap(vm->ram, vm->ram_size);
+	config_free(&vm->cfg);
 	free(vm);
 }
 
@@ -1134,4 +1214,45 @@ const char *
 vm_cmdline(const struct vm *vm)
 {
 	return vm->cmdline;
+}
+
+const struct vm_config *
+vm_get_config(const struct vm *vm)
+{
+	return &vm->cfg;
+}
+
+unsigned
+vm_ncpus(const struct vm *vm)
+{
+	return vm->ncpus;
+}
+
+struct hv_vcpu *
+vm_vcpu_hv(struct vm *vm, unsigned id)
+{
+	return id < vm->ncpus ? vm->vcpus[id].hv : NULL;
+}
+
+uint8_t *
+vm_ram(struct vm *vm, uint64_t *size)
+{
+	*size = vm->ram_size;
+	return vm->ram;
+}
+
+unsigned
+vm_nvdev(const struct vm *vm)
+{
+	return vm->nvdev;
+}
+
+struct virtio_dev *
+vm_vdev(struct vm *vm, unsigned i, uint32_t *device_id)
+{
+	if (i >= vm->nvdev)
+		return NULL;
+	if (device_id != NULL)
+		*device_id = vm->vdev[i].device_id;
+	return vm->vdev[i].dev;
 }

@@ -74,6 +74,15 @@ struct vm_config {
 	unsigned	 ndisks;
 	struct vm_share	 shares[VM_MAX_SHARES];	/* after the disks */
 	unsigned	 nshares;
+
+	/*
+	 * Restore: guest RAM is this file (memory_mib MiB exactly) mapped
+	 * MAP_PRIVATE, so every machine made from it shares its clean pages
+	 * through the page cache.  No kernel is loaded and the vCPUs keep
+	 * KVM's reset state: the caller (snapshot/) sets every state before
+	 * vm_start().  NULL: fresh anonymous RAM and a boot.
+	 */
+	const char	*ram_file;
 };
 
 typedef void (*vm_end_fn)(struct vm *, enum vm_end, void *arg);
@@ -113,6 +122,15 @@ struct virtio_dev *vm_virtio(struct vm *, uint32_t device_id, unsigned nth);
 /* The guest command line as booted (the caller's plus device words). */
 const char	*vm_cmdline(const struct vm *);
 struct gmem	*vm_gmem(struct vm *);
+/* For snapshots: the machine's configuration as created (a private
+ * copy, strings included), its vCPUs, RAM and virtio devices in window
+ * order (the order vm_create() makes them in from the same config). */
+const struct vm_config *vm_get_config(const struct vm *);
+unsigned	 vm_ncpus(const struct vm *);
+struct hv_vcpu	*vm_vcpu_hv(struct vm *, unsigned id);
+uint8_t		*vm_ram(struct vm *, uint64_t *size);
+unsigned	 vm_nvdev(const struct vm *);
+struct virtio_dev *vm_vdev(struct vm *, unsigned i, uint32_t *device_id);
 uint64_t	 vm_exit_count(const struct vm *);
 
 /*

@@ -1,18 +1,22 @@
 /*
  * fusefs: the FUSE server core.  A passthrough file system rooted at one
- * host directory: every node is an O_PATH fd, every name a single
+ * host directory: every node is an O_PATH fd (closed when unused and over
+ * the fd budget, re-opened by file handle), every name a single
  * component resolved beneath its parent's fd, every request checked for
  * size before its payload is read.  The transports (virtio/fs.c,
  * fusefs/devfuse.c) hand requests to fusefs_handle() from worker threads.
  *
- * Locking: fs->lock guards the node, handle, watch and mapping tables and
- * the counters; it is never held across file I/O.  A node in use by a
- * request, by a handle or as some node's parent holds a reference
- * (node->refs), so its fd stays open while the lock is dropped.  A
- * directory handle has its own lock (seek + getdents must not interleave).
+ * Locking: fs->lock guards the node, handle, watch, mapping and LRU
+ * tables and the counters; it is never held across file I/O.  A node
+ * some node's child names, or in use, holds a reference (node->refs),
+ * so it outlives the lock being dropped; a node whose fd is in use (by a
+ * request or a handle) is pinned too (node->pins), so the fd stays open.
+ * A directory handle has its own lock (seek + getdents must not
+ * interleave).
  */
 #include <sys/file.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/fsuid.h>
@@ -72,7 +76,14 @@ struct node {
 	uint64_t	 generation;
 	uint64_t	 nlookup;
 	unsigned	 refs;		/* requests, handles, children */
-	int		 fd;		/* O_PATH; -1: stale */
+	unsigned	 pins;		/* users of fd (part of refs) */
+	int		 fd;		/* O_PATH; -1: closed or stale */
+	/* Re-opens fd after an eviction (NULL: never evicted, and fd -1
+	 * means stale).  Set at creation, constant after. */
+	struct file_handle *fhandle;
+	struct node	*lru_prev;	/* on fs->lru: fd open, no pins */
+	struct node	*lru_next;
+	bool		 on_lru;
 	int		 wd;		/* inotify watch, -1 none */
 	bool		 in_ino;	/* present in the ino table */
 	bool		 hashed;	/* present in the id table */
@@ -126,6 +137,14 @@ struct fusefs {
 	int			 ifd;		/* inotify, -1 none */
 	struct reactor_fd	*ifd_ev;
 	bool			 notify_dead;	/* transport said ENOSYS */
+	/* Node fd budget: unpinned nodes with a file handle sit on an LRU
+	 * list, oldest first, and lose their fd when over budget. */
+	struct node		*lru_head, *lru_tail;
+	size_t			 nfds;		/* node fds open, root aside */
+	size_t			 max_fds;
+	bool			 can_reopen;	/* handles work here */
+	int			 mount_id;	/* the root's */
+	bool			 fd_warned;
 };
 
 /* One request being handled. */
@@ -419,6 +438,209 @@ node_unhash(struct fusefs *fs, struct node *n)
 	node_unino(fs, n);
 }
 
+/* --- node fd budget ------------------------------------------------ */
+
+/*
+ * Every looked-up node holds an O_PATH fd, and a guest walking a big tree
+ * looks up more inodes than a process may hold fds.  A node nobody uses
+ * (no request, no open handle) keeps its fd on an LRU list; over budget
+ * the oldest are closed and re-opened on demand from the file handle
+ * saved at lookup (open_by_handle_at(2), which needs CAP_DAC_READ_SEARCH;
+ * without it nodes keep their fds as before).  A re-opened fd is decoded
+ * on the share's mount and must be the very inode looked up (st_dev,
+ * st_ino), so a handle never leads anywhere a lookup did not.  The fd
+ * table is the process's: besides each server's own budget, the node fds
+ * of all servers together stay under 3/4 of RLIMIT_NOFILE.
+ */
+static _Atomic size_t	fds_total;	/* node fds, every server */
+static _Atomic size_t	fds_total_max = SIZE_MAX;
+
+static void
+lru_del(struct fusefs *fs, struct node *n)
+{
+	if (!n->on_lru)
+		return;
+	if (n->lru_prev != NULL)
+		n->lru_prev->lru_next = n->lru_next;
+	else
+		fs->lru_head = n->lru_next;
+	if (n->lru_next != NULL)
+		n->lru_next->lru_prev = n->lru_prev;
+	else
+		fs->lru_tail = n->lru_prev;
+	n->lru_prev = n->lru_next = NULL;
+	n->on_lru = false;
+}
+
+/* Make n the most recently used, if it may be evicted at all. */
+static void
+lru_touch(struct fusefs *fs, struct node *n)
+{
+	lru_del(fs, n);
+	if (n->pins > 0 || n->fd < 0 || n->fhandle == NULL || n == fs->rootn)
+		return;
+	n->lru_prev = fs->lru_tail;
+	if (fs->lru_tail != NULL)
+		fs->lru_tail->lru_next = n;
+	else
+		fs->lru_head = n;
+	fs->lru_tail = n;
+	n->on_lru = true;
+}
+
+/* Give n (fd closed) the fd.  Lock held. */
+static void
+node_setfd(struct fusefs *fs, struct node *n, int fd)
+{
+	n->fd = fd;
+	if (fd < 0 || n == fs->rootn)
+		return;
+	fs->nfds++;
+	fs->st.node_fds++;
+	fds_total++;
+	lru_touch(fs, n);
+}
+
+static void
+node_closefd(struct fusefs *fs, struct node *n)
+{
+	lru_del(fs, n);
+	if (n->fd < 0)
+		return;
+	close(n->fd);
+	n->fd = -1;
+	fs->nfds--;
+	fs->st.node_fds--;
+	fds_total--;
+}
+
+/* Close the least recently used fds while over budget, or at least
+ * `more` of them.  Returns how many.  Lock held. */
+static size_t
+fds_trim(struct fusefs *fs, size_t more)
+{
+	size_t	n = 0;
+
+	while (fs->lru_head != NULL && (n < more || fs->nfds > fs->max_fds ||
+	    fds_total > fds_total_max)) {
+		node_closefd(fs, fs->lru_head);
+		fs->st.evictions++;
+		n++;
+	}
+	return n;
+}
+
+/*
+ * An open() of ours failed with errno: when the process is out of fds,
+ * close an eighth of our evictable node fds so the caller can retry
+ * (true), else warn once and turn EMFILE into ENFILE (false).
+ */
+static bool
+fds_shed(struct fusefs *fs)
+{
+	size_t	n;
+
+	if (errno != EMFILE && errno != ENFILE)
+		return false;
+	pthread_mutex_lock(&fs->lock);
+	n = fds_trim(fs, MAX(fs->nfds / 8, (size_t)1));
+	if (n == 0 && !fs->fd_warned) {
+		fs->fd_warned = true;
+		log_warnx("fusefs %s: out of file descriptors with %zu nodes "
+		    "open%s", fs->root, fs->nfds, fs->can_reopen ? "" :
+		    " (re-opening by file handle needs CAP_DAC_READ_SEARCH: "
+		    "run as root, or raise the open-file limit)");
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (n == 0)
+		errno = ENFILE;
+	return n > 0;
+}
+
+/* The file handle of O_PATH fd, when it can re-open fd later: NULL when
+ * handles do not work here or fd is on another mount than the root. */
+static struct file_handle *
+fhandle_of(struct fusefs *fs, int fd)
+{
+	struct file_handle	*fh;
+	int			 mid;
+
+	if (!fs->can_reopen)
+		return NULL;
+	fh = xmalloc(sizeof(*fh) + MAX_HANDLE_SZ);
+	fh->handle_bytes = MAX_HANDLE_SZ;
+	if (name_to_handle_at(fd, "", fh, &mid, AT_EMPTY_PATH) != 0 ||
+	    mid != fs->mount_id) {
+		free(fh);
+		return NULL;
+	}
+	return fh;
+}
+
+/*
+ * Pin n: its fd stays open until node_unpin().  Takes a reference too.
+ * Lock held.  True when the fd was evicted: the caller then runs
+ * node_reopen() unlocked.
+ */
+static bool
+node_pin(struct fusefs *fs, struct node *n)
+{
+	n->refs++;
+	n->pins++;
+	lru_del(fs, n);
+	return n->fd < 0 && n->fhandle != NULL;
+}
+
+/* Re-open pinned n's evicted fd from its file handle (unlocked).  As the
+ * server's own identity: a worker's client fsuid has no capabilities.
+ * Leaves n->fd -1 (stale) when the inode is gone. */
+static void
+node_reopen(struct fusefs *fs, struct node *n)
+{
+	struct stat	st;
+	uid_t		fsuid;
+	gid_t		fsgid;
+	int		fd;
+
+	fsuid = (uid_t)setfsuid(geteuid());
+	fsgid = (gid_t)setfsgid(getegid());
+	while ((fd = open_by_handle_at(fs->root_dfd, n->fhandle,
+	    O_PATH | O_NOFOLLOW | O_CLOEXEC)) < 0 && fds_shed(fs))
+		;
+	setfsgid(fsgid);
+	setfsuid(fsuid);
+	if (fd < 0)
+		return;
+	if (fstat(fd, &st) != 0 || st.st_dev != n->dev ||
+	    st.st_ino != n->ino) {
+		close(fd);
+		return;
+	}
+	pthread_mutex_lock(&fs->lock);
+	if (n->fd < 0) {
+		node_setfd(fs, n, fd);
+		fs->st.reopens++;
+		fd = -1;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (fd >= 0)
+		close(fd);	/* another worker was first */
+}
+
+static void node_maybe_free(struct fusefs *, struct node *);
+
+/* Undo node_pin().  Lock held. */
+static void
+node_unpin(struct fusefs *fs, struct node *n)
+{
+	n->pins--;
+	n->refs--;
+	if (n->pins == 0)
+		lru_touch(fs, n);
+	node_maybe_free(fs, n);
+	fds_trim(fs, 0);
+}
+
 /* Drop n (and then its parents) if nothing holds it.  Lock held. */
 static void
 node_maybe_free(struct fusefs *fs, struct node *n)
@@ -433,9 +655,9 @@ node_maybe_free(struct fusefs *fs, struct node *n)
 			if (fs->ifd >= 0)
 				inotify_rm_watch(fs->ifd, n->wd);
 		}
-		if (n->fd >= 0)
-			close(n->fd);
+		node_closefd(fs, n);
 		p = n->parent;
+		free(n->fhandle);
 		free(n->name);
 		free(n);
 		if (p == NULL)
@@ -449,27 +671,28 @@ static struct node *
 node_get(struct fusefs *fs, uint64_t id)
 {
 	struct node	*n;
+	bool		 evicted = false;
 
 	pthread_mutex_lock(&fs->lock);
 	n = node_find(fs, id);
 	if (n != NULL)
-		n->refs++;
+		evicted = node_pin(fs, n);
 	pthread_mutex_unlock(&fs->lock);
+	if (evicted)
+		node_reopen(fs, n);
 	return n;
 }
 
+/* Undo node_get() (or node_pin() + node_reopen()). */
 static void
 node_put(struct fusefs *fs, struct node *n)
 {
 	if (n == NULL)
 		return;
 	pthread_mutex_lock(&fs->lock);
-	n->refs--;
-	node_maybe_free(fs, n);
+	node_unpin(fs, n);
 	pthread_mutex_unlock(&fs->lock);
 }
-
-static void node_maybe_free(struct fusefs *, struct node *);
 
 /*
  * Point n at (parent, name).  Lock held.  Our parent links can be stale
@@ -498,14 +721,16 @@ node_rename(struct fusefs *fs, struct node *n, struct node *parent,
 }
 
 static struct node *
-node_new(struct fusefs *fs, uint64_t id, int fd, const struct stat *st)
+node_new(struct fusefs *fs, uint64_t id, int fd, const struct stat *st,
+    struct file_handle *fh)
 {
 	struct node	*n;
 
 	n = xcalloc(1, sizeof(*n));
 	n->nodeid = id;
 	n->generation = fs->generation;
-	n->fd = fd;
+	n->fd = -1;
+	n->fhandle = fh;
 	n->wd = -1;
 	n->dev = st->st_dev;
 	n->ino = st->st_ino;
@@ -519,6 +744,10 @@ node_new(struct fusefs *fs, uint64_t id, int fd, const struct stat *st)
 		n->in_ino = true;
 	}
 	fs->st.nodes++;
+	if (id == ROOT_ID)
+		n->fd = fd;	/* never evicted, not counted */
+	else
+		node_setfd(fs, n, fd);
 	return n;
 }
 
@@ -600,14 +829,17 @@ static int
 do_lookup(struct fusefs *fs, struct node *parent, const char *name, int fd,
     struct fuse_entry_out *eo)
 {
-	struct stat	 st;
-	struct node	*n;
-	int		 rc;
+	struct stat		 st;
+	struct node		*n;
+	struct file_handle	*fh;
+	int			 rc;
 
 	if (parent->fd < 0)
 		return -ESTALE;
 	if (fd < 0) {
-		fd = open_beneath(parent->fd, name, O_PATH, 0);
+		while ((fd = open_beneath(parent->fd, name, O_PATH, 0)) < 0 &&
+		    fds_shed(fs))
+			;
 		if (fd < 0)
 			return -errno;
 	}
@@ -615,22 +847,27 @@ do_lookup(struct fusefs *fs, struct node *parent, const char *name, int fd,
 		close(fd);
 		return rc;
 	}
+	fh = fhandle_of(fs, fd);
 	pthread_mutex_lock(&fs->lock);
 	n = node_find_ino(fs, st.st_dev, st.st_ino);
 	if (n != NULL && n->hashed) {
 		if (n->fd < 0) {
-			n->fd = fd;
+			node_setfd(fs, n, fd);
 			fd = -1;
-		}
+		} else
+			lru_touch(fs, n);
 		node_rename(fs, n, parent, name);
 	} else {
-		n = node_new(fs, fs->next_id++, fd, &st);
+		n = node_new(fs, fs->next_id++, fd, &st, fh);
+		fh = NULL;
 		fd = -1;
 		node_rename(fs, n, parent, name);
 	}
 	n->nlookup++;
 	entry_fill(fs, eo, n->nodeid, n->generation, &st);
+	fds_trim(fs, 0);
 	pthread_mutex_unlock(&fs->lock);
+	free(fh);
 	if (fd >= 0)
 		close(fd);
 	return 0;
@@ -650,7 +887,7 @@ handle_new(struct fusefs *fs, struct node *n, int fd, uint32_t flags, bool dir)
 	h->refs = 1;
 	pthread_mutex_init(&h->dlock, NULL);
 	pthread_mutex_lock(&fs->lock);
-	n->refs++;
+	(void)node_pin(fs, n);	/* fd stays open while the handle is */
 	h->node = n;
 	h->fh = fs->next_fh++;
 	h->by_fh.key = h->fh;
@@ -668,8 +905,7 @@ handle_unref_locked(struct fusefs *fs, struct handle *h)
 		return;
 	if (h->fd >= 0)
 		close(h->fd);
-	h->node->refs--;
-	node_maybe_free(fs, h->node);
+	node_unpin(fs, h->node);
 	pthread_mutex_destroy(&h->dlock);
 	free(h);
 }
@@ -1269,7 +1505,9 @@ op_open(struct req *rq)
 	if (rq->node->type != S_IFREG && rq->node->type != S_IFDIR)
 		return -EPERM;
 	fd_path(p, sizeof(p), rq->node->fd);
-	if ((fd = open(p, open_flags(in.flags))) < 0)
+	while ((fd = open(p, open_flags(in.flags))) < 0 && fds_shed(rq->fs))
+		;
+	if (fd < 0)
 		return -errno;
 	h = handle_new(rq->fs, rq->node, fd, in.flags, false);
 	memset(&oo, 0, sizeof(oo));
@@ -1295,8 +1533,11 @@ op_create(struct req *rq)
 		return rc;
 	if (rq->node->fd < 0)
 		return -ESTALE;
-	fd = open_beneath(rq->node->fd, name, open_flags(in.flags) | O_CREAT |
-	    (int)(in.flags & O_EXCL), in.mode & 07777);
+	/* EMFILE comes before the file is made: a retry creates once. */
+	while ((fd = open_beneath(rq->node->fd, name, open_flags(in.flags) |
+	    O_CREAT | (int)(in.flags & O_EXCL), in.mode & 07777)) < 0 &&
+	    fds_shed(rq->fs))
+		;
 	if (fd < 0)
 		return -errno;
 	fd_path(p, sizeof(p), fd);
@@ -1310,12 +1551,7 @@ op_create(struct req *rq)
 		return rc;
 	}
 	/* A racing FORGET (a lying client) may have dropped it already. */
-	pthread_mutex_lock(&rq->fs->lock);
-	n = node_find(rq->fs, eo.nodeid);
-	if (n != NULL)
-		n->refs++;
-	pthread_mutex_unlock(&rq->fs->lock);
-	if (n == NULL) {
+	if ((n = node_get(rq->fs, eo.nodeid)) == NULL) {
 		close(fd);
 		return -ESTALE;
 	}
@@ -1474,6 +1710,7 @@ op_flush(struct req *rq)
  */
 struct xpath {
 	char		 p[64 + FUSEFS_NAME_MAX + 2];
+	char		 name[FUSEFS_NAME_MAX + 1];
 	bool		 nofollow;
 	struct node	*par;
 };
@@ -1483,6 +1720,7 @@ xattr_path(struct req *rq, struct xpath *x)
 {
 	struct fusefs	*fs = rq->fs;
 	struct node	*n = rq->node;
+	bool		 evicted = false;
 	int		 rc = 0;
 
 	x->par = NULL;
@@ -1494,16 +1732,25 @@ xattr_path(struct req *rq, struct xpath *x)
 		return 0;
 	}
 	pthread_mutex_lock(&fs->lock);
-	if (n->parent == NULL || n->parent->fd < 0)
-		rc = -ENOTSUP;
-	else {
+	if (n->parent != NULL) {
 		x->par = n->parent;
-		x->par->refs++;
-		snprintf(x->p, sizeof(x->p), "/proc/self/fd/%d/%s",
-		    x->par->fd, n->name);
-		x->nofollow = true;
+		evicted = node_pin(fs, x->par);
+		/* Our copy: n's name may change under a rename. */
+		snprintf(x->name, sizeof(x->name), "%s", n->name);
 	}
 	pthread_mutex_unlock(&fs->lock);
+	if (x->par == NULL)
+		return -ENOTSUP;
+	if (evicted)
+		node_reopen(fs, x->par);
+	if (x->par->fd < 0) {
+		node_put(fs, x->par);
+		x->par = NULL;
+		return -ENOTSUP;
+	}
+	snprintf(x->p, sizeof(x->p), "/proc/self/fd/%d/%s", x->par->fd,
+	    x->name);
+	x->nofollow = true;
 	return rc;
 }
 
@@ -1620,7 +1867,9 @@ op_opendir(struct req *rq)
 
 	if (rq->node->fd < 0)
 		return -ESTALE;
-	fd = openat(rq->node->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	while ((fd = openat(rq->node->fd, ".", O_RDONLY | O_DIRECTORY |
+	    O_CLOEXEC)) < 0 && fds_shed(rq->fs))
+		;
 	if (fd < 0)
 		return -errno;
 	node_watch(rq->fs, rq->node);
@@ -2301,17 +2550,22 @@ inotify_cb(int fd, short what, void *arg)
 			}
 			if (dir != NULL && dir->hashed)
 				dirid = dir->nodeid;
-			if (dirid != 0 && ev->len > 0 && dir->fd >= 0) {
-				/* Hold the dir so its fd outlives the stat. */
-				dir->refs++;
-				pthread_mutex_unlock(&fs->lock);
-				name_stat(dir->fd, ev->name, &st);
+			if (dirid != 0 && ev->len > 0 &&
+			    (dir->fd >= 0 || dir->fhandle != NULL)) {
+				/* Pin the dir so its fd outlives the stat. */
+				if (node_pin(fs, dir)) {
+					pthread_mutex_unlock(&fs->lock);
+					node_reopen(fs, dir);
+				} else
+					pthread_mutex_unlock(&fs->lock);
+				memset(&st, 0, sizeof(st));
+				if (dir->fd >= 0)
+					name_stat(dir->fd, ev->name, &st);
 				pthread_mutex_lock(&fs->lock);
 				child = node_by_stat(fs, &st);
 				if (child != NULL && child->hashed)
 					childid = child->nodeid;
-				dir->refs--;
-				node_maybe_free(fs, dir);
+				node_unpin(fs, dir);
 			}
 			pthread_mutex_unlock(&fs->lock);
 			if (dirid == 0 || fs->notify_dead)
@@ -2342,6 +2596,37 @@ fusefs_opts_init(struct fusefs_opts *o)
 	o->entry_timeout_ms = 1000;
 	o->attr_timeout_ms = 1000;
 	o->max_write = 1 << 20;
+}
+
+/*
+ * Set the node fd budget, and whether evicted fds can be re-opened: a
+ * handle of the root must decode (open_by_handle_at needs
+ * CAP_DAC_READ_SEARCH, and the file system must export handles).
+ */
+static void
+fd_budget(struct fusefs *fs)
+{
+	struct file_handle	*fh;
+	struct rlimit		 rl;
+	int			 fd;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		fds_total_max = MAX(rl.rlim_cur / 4 * 3, (rlim_t)64);
+	fs->max_fds = fs->opts.max_node_fds ? MAX(fs->opts.max_node_fds,
+	    (size_t)4) : SIZE_MAX;
+	if (fs->root_dfd < 0)
+		return;
+	fh = xmalloc(sizeof(*fh) + MAX_HANDLE_SZ);
+	fh->handle_bytes = MAX_HANDLE_SZ;
+	if (name_to_handle_at(fs->rootn->fd, "", fh, &fs->mount_id,
+	    AT_EMPTY_PATH) == 0 && (fd = open_by_handle_at(fs->root_dfd, fh,
+	    O_PATH | O_CLOEXEC)) >= 0) {
+		fs->can_reopen = true;
+		close(fd);
+	} else
+		log_debug("fusefs %s: no file handles (%s): every looked-up "
+		    "node keeps its fd", fs->root, strerror(errno));
+	free(fh);
 }
 
 struct fusefs *
@@ -2385,9 +2670,10 @@ fusefs_create(struct reactor *r, const struct fusefs_opts *opts,
 	fs->next_fh = 1;
 	fs->generation = (uint64_t)time(NULL);
 	fs->ifd = -1;
-	fs->rootn = node_new(fs, ROOT_ID, fd, &st);
+	fs->rootn = node_new(fs, ROOT_ID, fd, &st, NULL);
 	fs->rootn->nlookup = 1;
 	fs->root_dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd_budget(fs);
 	if (opts->watch && r != NULL) {
 		fs->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 		if (fs->ifd >= 0)
@@ -2665,6 +2951,7 @@ fusefs_load(struct fusefs *fs, const uint8_t *buf, size_t len)
 	uint16_t	 nl;
 	uint8_t		 dir;
 	struct stat	 st;
+	bool		 evicted;
 	int		 fd;
 
 	rget(&r, magic, sizeof(magic));
@@ -2732,8 +3019,13 @@ fusefs_load(struct fusefs *fs, const uint8_t *buf, size_t len)
 	pthread_mutex_lock(&fs->lock);
 	drop_all(fs);
 	fs->next_id = MAX(next_id, fs->next_id);
+	pthread_mutex_unlock(&fs->lock);
+	/* Paths are re-resolved beneath the root, parents first; a parent
+	 * is pinned while its children open, so within the fd budget a
+	 * big table loads as a big walk does. */
 	for (i = 0; i < nn; i++) {
-		struct node	*par = NULL;
+		struct node		*par = NULL;
+		struct file_handle	*fhd = NULL;
 
 		if (ln[i].id == ROOT_ID) {
 			ln[i].n = fs->rootn;
@@ -2743,8 +3035,16 @@ fusefs_load(struct fusefs *fs, const uint8_t *buf, size_t len)
 			if (ln[k].id == ln[i].parent)
 				par = ln[k].n;
 		fd = -1;
-		if (par != NULL && par->fd >= 0)
-			fd = open_beneath(par->fd, ln[i].name, O_PATH, 0);
+		if (par != NULL) {
+			pthread_mutex_lock(&fs->lock);
+			evicted = node_pin(fs, par);
+			pthread_mutex_unlock(&fs->lock);
+			if (evicted)
+				node_reopen(fs, par);
+			while (par->fd >= 0 && (fd = open_beneath(par->fd,
+			    ln[i].name, O_PATH, 0)) < 0 && fds_shed(fs))
+				;
+		}
 		memset(&st, 0, sizeof(st));
 		if (fd >= 0 && fstat(fd, &st) != 0) {
 			close(fd);
@@ -2754,19 +3054,23 @@ fusefs_load(struct fusefs *fs, const uint8_t *buf, size_t len)
 			/* Gone: the nodeid stays, answering ESTALE. */
 			st.st_dev = 0;
 			st.st_ino = 0;
-		}
-		ln[i].n = node_new(fs, ln[i].id, fd, &st);
+		} else
+			fhd = fhandle_of(fs, fd);
+		pthread_mutex_lock(&fs->lock);
+		ln[i].n = node_new(fs, ln[i].id, fd, &st, fhd);
 		if (fd < 0)
 			node_unino(fs, ln[i].n);
 		ln[i].n->generation = ln[i].gen;
 		ln[i].n->nlookup = ln[i].nlookup;
 		ln[i].n->refs++;	/* held until the end of the load */
-		if (par != NULL)
+		if (par != NULL) {
 			node_rename(fs, ln[i].n, par, ln[i].name);
+			node_unpin(fs, par);
+		}
 		if (ln[i].id >= fs->next_id)
 			fs->next_id = ln[i].id + 1;
+		pthread_mutex_unlock(&fs->lock);
 	}
-	pthread_mutex_unlock(&fs->lock);
 
 	for (i = 0; i < nh; i++) {
 		struct node	*n = ln[lh[i].node].n;
@@ -2776,6 +3080,11 @@ fusefs_load(struct fusefs *fs, const uint8_t *buf, size_t len)
 		flags = lh[i].flags;
 		dir = lh[i].dir;
 		fd = -1;
+		pthread_mutex_lock(&fs->lock);
+		evicted = node_pin(fs, n);
+		pthread_mutex_unlock(&fs->lock);
+		if (evicted)
+			node_reopen(fs, n);
 		if (n->fd >= 0 && !(fs->opts.readonly && writes(flags))) {
 			fd_path(p, sizeof(p), n->fd);
 			fd = dir ? openat(n->fd, ".", O_RDONLY | O_DIRECTORY |
@@ -2789,6 +3098,7 @@ fusefs_load(struct fusefs *fs, const uint8_t *buf, size_t len)
 		ht_insert(&fs->handles, &h->by_fh);
 		if (fh >= fs->next_fh)
 			fs->next_fh = fh + 1;
+		node_unpin(fs, n);	/* the handle has its own pin */
 		pthread_mutex_unlock(&fs->lock);
 	}
 	pthread_mutex_lock(&fs->lock);

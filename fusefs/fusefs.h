@@ -2,8 +2,9 @@
  * fusefs: a FUSE server (protocol 7.31+) exporting one host directory,
  * safe against a lying client.  Every name is resolved beneath the share
  * root with openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS) relative to
- * directory fds; nodes are held as O_PATH fds.  A read-only share refuses
- * every mutation with EROFS.  Transports: the virtio-fs device
+ * directory fds; nodes are held as O_PATH fds (within a budget: see
+ * max_node_fds).  A read-only share refuses every mutation with EROFS.
+ * Transports: the virtio-fs device
  * (virtio/fs.c) and /dev/fuse on the host (fusefs/devfuse.c, used by
  * `smx mount` and the tests).  Knows nothing of virtio.
  *
@@ -39,6 +40,13 @@ struct fusefs_opts {
 	/* DAX: the window size offered in INIT (0: no DAX).  SETUPMAPPING
 	 * and REMOVEMAPPING go to the dax callbacks. */
 	uint64_t	 dax_window;
+	/* O_PATH fds held for looked-up nodes before the least recently
+	 * used ones not in use are closed, to be re-opened by file handle
+	 * on demand (needs CAP_DAC_READ_SEARCH; without it nodes keep
+	 * their fds and a client that looks up more than the open-file
+	 * limit allows gets ENFILE).  0: 3/4 of RLIMIT_NOFILE, shared by
+	 * every server in the process. */
+	size_t		 max_node_fds;
 };
 
 void	fusefs_opts_init(struct fusefs_opts *);
@@ -106,6 +114,9 @@ struct fusefs_stats {
 	uint64_t	nodes;		/* live nodeids */
 	uint64_t	handles;	/* live file/dir handles */
 	uint64_t	invalidations;	/* notifications sent */
+	uint64_t	node_fds;	/* node O_PATH fds open (root aside) */
+	uint64_t	evictions;	/* node fds closed over budget */
+	uint64_t	reopens;	/* node fds re-opened by file handle */
 };
 void	fusefs_get_stats(struct fusefs *, struct fusefs_stats *);
 

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 #include "core/base/base.h"
 #include "hv/hv.h"
 #include "hv/fake.h"
+#include "hv/state_impl.h"
 
 #define FAKE_PAGE	4096ULL
 
@@ -58,6 +60,7 @@ struct hv {
 	struct fake_ioevent	*ioevents;
 	size_t			 nioevents;
 	struct hv_vcpu		*vcpus[HV_MAX_VCPUS];
+	uint64_t		 clock;		/* a stand-in KVM clock */
 };
 
 struct fake_step {
@@ -737,4 +740,112 @@ hv_fake_intr_count(struct hv_vcpu *v)
 	n = v->nintr;
 	pthread_mutex_unlock(&v->lock);
 	return n;
+}
+
+/*
+ * Snapshot state, in the same framing as the kvm backend's blobs but
+ * another magic: "FAKV" for a vCPU (regs, sregs), "FAKM" for the VM
+ * (irq levels, clock).
+ */
+#define FAKE_VCPU_MAGIC		0x564b4146U
+#define FAKE_VM_MAGIC		0x4d4b4146U
+#define FAKE_STATE_VERSION	1
+
+int
+hv_vcpu_save(struct hv_vcpu *v, uint8_t **buf, size_t *len)
+{
+	pthread_mutex_lock(&v->lock);
+	hv_blob_begin(buf, len, FAKE_VCPU_MAGIC, FAKE_STATE_VERSION);
+	hv_blob_rec(buf, len, 1, &v->regs, sizeof(v->regs));
+	hv_blob_rec(buf, len, 2, &v->sregs, sizeof(v->sregs));
+	pthread_mutex_unlock(&v->lock);
+	return 0;
+}
+
+int
+hv_vcpu_restore(struct hv_vcpu *v, const uint8_t *buf, size_t len)
+{
+	struct hv_regs	r;
+	struct hv_sregs	s;
+	int		rc;
+
+	if ((rc = hv_blob_check(buf, len, FAKE_VCPU_MAGIC,
+	    FAKE_STATE_VERSION)) < 0)
+		return rc;
+	if (hv_blob_get(buf, len, 1, &r, sizeof(r)) < 0 ||
+	    hv_blob_get(buf, len, 2, &s, sizeof(s)) < 0)
+		return -EINVAL;
+	pthread_mutex_lock(&v->lock);
+	v->sregs = s;
+	v->regs = r;
+	pthread_mutex_unlock(&v->lock);
+	return 0;
+}
+
+int
+hv_save(struct hv *hv, uint8_t **buf, size_t *len)
+{
+	pthread_mutex_lock(&hv->lock);
+	hv->clock += 1000;		/* time goes on between saves */
+	hv_blob_begin(buf, len, FAKE_VM_MAGIC, FAKE_STATE_VERSION);
+	hv_blob_rec(buf, len, 1, hv->irqs, sizeof(hv->irqs));
+	hv_blob_rec(buf, len, 2, &hv->clock, sizeof(hv->clock));
+	pthread_mutex_unlock(&hv->lock);
+	return 0;
+}
+
+int
+hv_restore(struct hv *hv, const uint8_t *buf, size_t len)
+{
+	struct fake_irq	irqs[HV_FAKE_MAX_GSI];
+	uint64_t	clock;
+	int		rc;
+
+	if ((rc = hv_blob_check(buf, len, FAKE_VM_MAGIC,
+	    FAKE_STATE_VERSION)) < 0)
+		return rc;
+	if (hv_blob_get(buf, len, 1, irqs, sizeof(irqs)) < 0 ||
+	    hv_blob_get(buf, len, 2, &clock, sizeof(clock)) < 0)
+		return -EINVAL;
+	pthread_mutex_lock(&hv->lock);
+	memcpy(hv->irqs, irqs, sizeof(irqs));
+	hv->clock = clock;
+	pthread_mutex_unlock(&hv->lock);
+	return 0;
+}
+
+/* The fake's CPU: a fixed feature set, overridable for tests. */
+static uint32_t fake_features[HV_CPU_FEATURE_WORDS] = {
+	0x80202001, 0x078bfbff, 0x0, 0x0, 0x0, 0x1, 0x2c100800, 0x3, 0x0, 0x0,
+};
+
+int
+hv_cpu_features(struct hv *hv, uint32_t words[HV_CPU_FEATURE_WORDS])
+{
+	(void)hv;
+	memcpy(words, fake_features, sizeof(fake_features));
+	return 0;
+}
+
+int
+hv_cpu_compatible(struct hv *hv, const uint32_t saved[HV_CPU_FEATURE_WORDS],
+    char *why, size_t whylen)
+{
+	unsigned	i;
+
+	(void)hv;
+	for (i = 0; i < HV_CPU_FEATURE_WORDS; i++)
+		if (saved[i] & ~fake_features[i]) {
+			snprintf(why, whylen, "this host's CPU lacks features "
+			    "the snapshot's guest saw: word %u bits 0x%08x", i,
+			    saved[i] & ~fake_features[i]);
+			return -ENOTSUP;
+		}
+	return 0;
+}
+
+void
+hv_fake_set_cpu_features(const uint32_t words[HV_CPU_FEATURE_WORDS])
+{
+	memcpy(fake_features, words, sizeof(fake_features));
 }

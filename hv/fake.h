@@ -89,4 +89,7 @@ void	hv_fake_set_halted(struct hv_vcpu *, bool);
 /* How many times hv_vcpu_run() returned HV_EXIT_INTR. */
 unsigned hv_fake_intr_count(struct hv_vcpu *);
 
+/* What hv_cpu_features() reports from now on (process wide). */
+void	hv_fake_set_cpu_features(const uint32_t words[HV_CPU_FEATURE_WORDS]);
+
 #endif /* SMX_HV_FAKE_H */

@@ -192,4 +192,44 @@ void	hv_vcpu_kick(struct hv_vcpu *);
  */
 int	hv_vcpu_halted_for_good(struct hv_vcpu *, bool *) WUR;
 
+/*
+ * Snapshot state.  A blob is backend specific and versioned: it starts
+ * with a magic naming the backend and a version, then tagged records
+ * (u32 tag, u32 length, payload), so a blob from another backend or a
+ * newer format is refused with -EPROTO and a truncated or malformed one
+ * with -EINVAL; nothing is trusted.  The save calls append to *buf
+ * (xreallocarray-grown, *len bytes used; *buf may start NULL, *len 0).
+ *
+ * hv_vcpu_save() takes everything the hypervisor keeps for a vCPU:
+ * regs, sregs, FPU/xsave, xcrs, every MSR of the host's save list that
+ * reads back (TSC, kvmclock, EFER, PAT, STAR/LSTAR..., APIC base), the
+ * LAPIC, pending events, mp_state and debug registers.  The vCPU must
+ * not be running (its thread parked, or never started).
+ * hv_vcpu_restore() puts it back in the order KVM needs (sregs before
+ * regs, LAPIC before MSRs and events) into a vCPU created by
+ * hv_vcpu_create() on a VM whose memory is already mapped.
+ *
+ * hv_save() takes the VM's own state: PIC master and slave, IOAPIC,
+ * PIT and the KVM clock; hv_restore() sets them on a fresh VM before its
+ * vCPUs are restored (the clock continues from the saved value).
+ */
+int	hv_vcpu_save(struct hv_vcpu *, uint8_t **buf, size_t *len) WUR;
+int	hv_vcpu_restore(struct hv_vcpu *, const uint8_t *buf, size_t len)
+	    WUR;
+int	hv_save(struct hv *, uint8_t **buf, size_t *len) WUR;
+int	hv_restore(struct hv *, const uint8_t *buf, size_t len) WUR;
+
+/*
+ * CPU features a guest may have seen (CPUID feature words and the XSAVE
+ * components), HV_CPU_FEATURE_WORDS of them, for a snapshot to record.
+ * hv_cpu_compatible() says whether a guest that saw `saved` can go on
+ * on this host: 0, or -ENOTSUP with the first missing feature word
+ * named in why.
+ */
+#define HV_CPU_FEATURE_WORDS	10
+int	hv_cpu_features(struct hv *, uint32_t words[HV_CPU_FEATURE_WORDS]);
+int	hv_cpu_compatible(struct hv *,
+	    const uint32_t saved[HV_CPU_FEATURE_WORDS], char *why,
+	    size_t whylen);
+
 #endif /* SMX_HV_H */

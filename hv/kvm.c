@@ -35,6 +35,7 @@
 #include "core/base/base.h"
 #include "core/layout.h"
 #include "hv/hv.h"
+#include "hv/state_impl.h"
 
 #define KVM_DEV			"/dev/kvm"
 #define KVM_API_EXPECTED	12
@@ -59,6 +60,11 @@ struct hv {
 	bool			 have_irqchip;	/* under irq_lock */
 	bool			 have_pit;	/* under irq_lock */
 	bool			 irq_ready;	/* both exist; atomic */
+	/* MSRs a vCPU save takes: the host's list, filtered to those that
+	 * read back (found at the first save, under irq_lock). */
+	uint32_t		*msrs;
+	unsigned		 nmsrs;
+	bool			 msrs_known;
 };
 
 struct hv_vcpu {
@@ -363,6 +369,7 @@ hv_destroy(struct hv *hv)
 	close(hv->vm_fd);
 	close(hv->kvm_fd);
 	free(hv->cpuid);
+	free(hv->msrs);
 	free(hv);
 }
 
@@ -1185,5 +1192,483 @@ hv_vcpu_halted_for_good(struct hv_vcpu *v, bool *out)
 	if ((rc = xioctl(v->fd, KVM_GET_VCPU_EVENTS, &ev)) < 0)
 		return rc;
 	*out = ev.nmi.pending == 0 && ev.nmi.injected == 0;
+	return 0;
+}
+
+/*
+ * Snapshot state.  Blobs are "KVMV" / "KVMM" version 1: one record per
+ * KVM structure, the structure as the kernel's UAPI lays it out (fixed
+ * by the ABI, so records are portable between kernels of one
+ * architecture).
+ */
+#define KVM_VCPU_MAGIC		0x564d564bU	/* "KVMV" */
+#define KVM_VM_MAGIC		0x4d4d564bU	/* "KVMM" */
+#define KVM_STATE_VERSION	1
+
+enum {
+	REC_REGS = 1, REC_SREGS, REC_FPU, REC_XSAVE, REC_XCRS, REC_MSRS,
+	REC_LAPIC, REC_EVENTS, REC_MP_STATE, REC_DEBUGREGS,
+	REC_PIC_MASTER = 32, REC_PIC_SLAVE, REC_IOAPIC, REC_PIT2, REC_CLOCK,
+};
+
+#define MSR_MAX		1024
+
+/* kvm_msrs with room for n entries. */
+static struct kvm_msrs *
+msrs_alloc(unsigned n)
+{
+	struct kvm_msrs	*m;
+
+	m = xcalloc(1, sizeof(*m) + n * sizeof(struct kvm_msr_entry));
+	m->nmsrs = n;
+	return m;
+}
+
+/*
+ * The MSRs worth saving: KVM_GET_MSR_INDEX_LIST (MSRs the host saves
+ * and emulates), less those this vCPU cannot read back (the list names
+ * MSRs of features the CPUID hides, and a PVM host refuses some).
+ */
+static int
+msrs_probe(struct hv_vcpu *v)
+{
+	struct hv	*hv = v->hv;
+	struct kvm_msr_list *l;
+	struct kvm_msrs	*one;
+	unsigned	 i;
+	int		 rc = 0;
+
+	pthread_mutex_lock(&hv->irq_lock);
+	if (hv->msrs_known)
+		goto out;
+	l = xcalloc(1, sizeof(*l) + MSR_MAX * sizeof(uint32_t));
+	l->nmsrs = MSR_MAX;
+	if ((rc = xioctl(hv->kvm_fd, KVM_GET_MSR_INDEX_LIST, l)) < 0) {
+		log_warnx("KVM_GET_MSR_INDEX_LIST: %s", strerror(-rc));
+		free(l);
+		goto out;
+	}
+	hv->msrs = xcalloc(l->nmsrs + 1, sizeof(uint32_t));
+	one = msrs_alloc(1);
+	for (i = 0; i < l->nmsrs; i++) {
+		one->nmsrs = 1;
+		one->entries[0].index = l->indices[i];
+		if (xioctl(v->fd, KVM_GET_MSRS, one) == 1)
+			hv->msrs[hv->nmsrs++] = l->indices[i];
+	}
+	free(one);
+	free(l);
+	hv->msrs_known = true;
+	rc = 0;
+out:
+	pthread_mutex_unlock(&hv->irq_lock);
+	return rc;
+}
+
+/* Append the vCPU's MSRs as a kvm_msrs record. */
+static int
+save_msrs(struct hv_vcpu *v, uint8_t **buf, size_t *len)
+{
+	struct kvm_msrs	*m;
+	unsigned	 i;
+	int		 rc;
+
+	if ((rc = msrs_probe(v)) < 0)
+		return rc;
+	m = msrs_alloc(v->hv->nmsrs);
+	for (i = 0; i < v->hv->nmsrs; i++)
+		m->entries[i].index = v->hv->msrs[i];
+	if ((rc = xioctl(v->fd, KVM_GET_MSRS, m)) < 0)
+		goto out;
+	if ((unsigned)rc != m->nmsrs) {
+		log_warnx("KVM_GET_MSRS: MSR 0x%x did not read back",
+		    m->entries[rc].index);
+		rc = -EIO;
+		goto out;
+	}
+	hv_blob_rec(buf, len, REC_MSRS, m, sizeof(*m) +
+	    m->nmsrs * sizeof(struct kvm_msr_entry));
+	rc = 0;
+out:
+	free(m);
+	return rc;
+}
+
+/* Append the vCPU's FPU/SSE/AVX state: XSAVE2 size when larger. */
+static int
+save_fpu(struct hv_vcpu *v, uint8_t **buf, size_t *len)
+{
+	struct kvm_fpu	 fpu;
+	void		*xs;
+	int		 size, rc;
+
+	if (xioctl(v->hv->kvm_fd, KVM_CHECK_EXTENSION,
+	    (void *)(uintptr_t)KVM_CAP_XSAVE) <= 0) {
+		if ((rc = xioctl(v->fd, KVM_GET_FPU, &fpu)) < 0)
+			return rc;
+		hv_blob_rec(buf, len, REC_FPU, &fpu, sizeof(fpu));
+		return 0;
+	}
+	size = xioctl(v->hv->kvm_fd, KVM_CHECK_EXTENSION,
+	    (void *)(uintptr_t)KVM_CAP_XSAVE2);
+	if (size < (int)sizeof(struct kvm_xsave))
+		size = sizeof(struct kvm_xsave);
+	xs = xcalloc(1, (size_t)size);
+	rc = xioctl(v->fd, size > (int)sizeof(struct kvm_xsave) ?
+	    KVM_GET_XSAVE2 : KVM_GET_XSAVE, xs);
+	if (rc >= 0)
+		hv_blob_rec(buf, len, REC_XSAVE, xs, (size_t)size);
+	free(xs);
+	return rc < 0 ? rc : 0;
+}
+
+/* One vCPU ioctl into a record. */
+static int
+save_one(struct hv_vcpu *v, unsigned long req, uint32_t tag, void *p,
+    size_t size, uint8_t **buf, size_t *len)
+{
+	int	rc;
+
+	if ((rc = xioctl(v->fd, req, p)) < 0)
+		return rc;
+	hv_blob_rec(buf, len, tag, p, size);
+	return 0;
+}
+
+int
+hv_vcpu_save(struct hv_vcpu *v, uint8_t **buf, size_t *len)
+{
+	struct kvm_regs		 regs;
+	struct kvm_sregs	 sregs;
+	struct kvm_xcrs		 xcrs;
+	struct kvm_lapic_state	 lapic;
+	struct kvm_vcpu_events	 ev;
+	struct kvm_mp_state	 mp;
+	struct kvm_debugregs	 dbg;
+	size_t			 start = *len;
+	int			 rc;
+
+	hv_blob_begin(buf, len, KVM_VCPU_MAGIC, KVM_STATE_VERSION);
+	memset(&xcrs, 0, sizeof(xcrs));
+	if ((rc = save_one(v, KVM_GET_REGS, REC_REGS, &regs, sizeof(regs),
+	    buf, len)) < 0 ||
+	    (rc = save_one(v, KVM_GET_SREGS, REC_SREGS, &sregs,
+	    sizeof(sregs), buf, len)) < 0 ||
+	    (rc = save_fpu(v, buf, len)) < 0 ||
+	    (rc = save_one(v, KVM_GET_XCRS, REC_XCRS, &xcrs, sizeof(xcrs),
+	    buf, len)) < 0 ||
+	    (rc = save_msrs(v, buf, len)) < 0 ||
+	    (rc = save_one(v, KVM_GET_LAPIC, REC_LAPIC, &lapic,
+	    sizeof(lapic), buf, len)) < 0 ||
+	    (rc = save_one(v, KVM_GET_VCPU_EVENTS, REC_EVENTS, &ev,
+	    sizeof(ev), buf, len)) < 0 ||
+	    (rc = save_one(v, KVM_GET_MP_STATE, REC_MP_STATE, &mp,
+	    sizeof(mp), buf, len)) < 0 ||
+	    (rc = save_one(v, KVM_GET_DEBUGREGS, REC_DEBUGREGS, &dbg,
+	    sizeof(dbg), buf, len)) < 0) {
+		log_warnx("saving vCPU %u: %s", v->id, strerror(-rc));
+		*len = start;
+		return rc;
+	}
+	return 0;
+}
+
+/* Set one fixed-size record; a missing record is an error. */
+static int
+restore_one(struct hv_vcpu *v, const uint8_t *buf, size_t len,
+    unsigned long req, uint32_t tag, void *p, size_t size, const char *what)
+{
+	int	rc;
+
+	if ((rc = hv_blob_get(buf, len, tag, p, size)) < 0) {
+		log_warnx("vCPU %u state: %s record %s", v->id, what,
+		    rc == -ENOENT ? "missing" : "malformed");
+		return -EINVAL;
+	}
+	if ((rc = xioctl(v->fd, req, p)) < 0)
+		log_warnx("vCPU %u: setting %s: %s", v->id, what,
+		    strerror(-rc));
+	return rc;
+}
+
+/* The FPU record (XSAVE of any size the host takes, or legacy FPU). */
+static int
+restore_fpu(struct hv_vcpu *v, const uint8_t *buf, size_t len)
+{
+	const uint8_t	*p;
+	struct kvm_fpu	 fpu;
+	void		*xs;
+	size_t		 rlen = 0, size;
+	int		 rc, err, host;
+
+	if ((p = hv_blob_find(buf, len, REC_XSAVE, &rlen, &err)) == NULL) {
+		if (err != 0)
+			return err;
+		return restore_one(v, buf, len, KVM_SET_FPU, REC_FPU, &fpu,
+		    sizeof(fpu), "FPU");
+	}
+	host = xioctl(v->hv->kvm_fd, KVM_CHECK_EXTENSION,
+	    (void *)(uintptr_t)KVM_CAP_XSAVE2);
+	size = MAX((size_t)MAX(host, 0), sizeof(struct kvm_xsave));
+	if (rlen < sizeof(struct kvm_xsave) || rlen > size) {
+		log_warnx("vCPU %u state: xsave record of %zu bytes, this "
+		    "host takes %zu", v->id, rlen, size);
+		return -EINVAL;
+	}
+	/* KVM_SET_XSAVE reads as much as the host's XSAVE2 size. */
+	xs = xcalloc(1, size);
+	memcpy(xs, p, rlen);
+	if ((rc = xioctl(v->fd, KVM_SET_XSAVE, xs)) < 0)
+		log_warnx("vCPU %u: setting xsave: %s", v->id,
+		    strerror(-rc));
+	free(xs);
+	return rc;
+}
+
+/*
+ * Set the MSRs.  KVM_SET_MSRS stops at the first MSR it refuses: name
+ * it and go on past it (a restore on a host that does not emulate one
+ * MSR should not fail on it), but refuse EFER or the APIC base, which
+ * the sregs carry anyway.
+ */
+static int
+restore_msrs(struct hv_vcpu *v, const uint8_t *buf, size_t len)
+{
+	const uint8_t	*p;
+	struct kvm_msrs	 hdr, *m;
+	size_t		 rlen = 0;
+	unsigned	 done = 0;
+	int		 rc, err;
+
+	if ((p = hv_blob_find(buf, len, REC_MSRS, &rlen, &err)) == NULL ||
+	    rlen < sizeof(hdr)) {
+		log_warnx("vCPU %u state: MSR record missing", v->id);
+		return -EINVAL;
+	}
+	memcpy(&hdr, p, sizeof(hdr));
+	if (hdr.nmsrs > MSR_MAX || rlen != sizeof(hdr) +
+	    hdr.nmsrs * sizeof(struct kvm_msr_entry)) {
+		log_warnx("vCPU %u state: MSR record malformed", v->id);
+		return -EINVAL;
+	}
+	m = msrs_alloc(hdr.nmsrs);
+	memcpy(m->entries, p + sizeof(hdr), hdr.nmsrs *
+	    sizeof(struct kvm_msr_entry));
+	while (done < hdr.nmsrs) {
+		m->nmsrs = hdr.nmsrs - done;
+		rc = xioctl(v->fd, KVM_SET_MSRS, m);
+		if (rc < 0) {
+			free(m);
+			return rc;
+		}
+		if ((unsigned)rc == m->nmsrs)
+			break;
+		log_warnx("vCPU %u: MSR 0x%x refused on restore, skipped",
+		    v->id, m->entries[rc].index);
+		done += (unsigned)rc + 1;
+		memmove(m->entries, m->entries + rc + 1, (m->nmsrs - rc - 1) *
+		    sizeof(struct kvm_msr_entry));
+	}
+	free(m);
+	return 0;
+}
+
+/*
+ * Pending events.  KVM_GET_VCPU_EVENTS leaves the "valid" flags of the
+ * NMI-pending and SIPI-vector fields clear (they are always returned);
+ * set them so those fields are restored too, as QEMU does.
+ */
+static int
+restore_events(struct hv_vcpu *v, const uint8_t *buf, size_t len,
+    struct kvm_vcpu_events *ev)
+{
+	int	rc;
+
+	if (hv_blob_get(buf, len, REC_EVENTS, ev, sizeof(*ev)) < 0) {
+		log_warnx("vCPU %u state: events record missing or malformed",
+		    v->id);
+		return -EINVAL;
+	}
+	ev->flags |= KVM_VCPUEVENT_VALID_NMI_PENDING |
+	    KVM_VCPUEVENT_VALID_SIPI_VECTOR;
+	if ((rc = xioctl(v->fd, KVM_SET_VCPU_EVENTS, ev)) < 0)
+		log_warnx("vCPU %u: setting events: %s", v->id, strerror(-rc));
+	return rc;
+}
+
+int
+hv_vcpu_restore(struct hv_vcpu *v, const uint8_t *buf, size_t len)
+{
+	struct kvm_regs		 regs;
+	struct kvm_sregs	 sregs;
+	struct kvm_xcrs		 xcrs;
+	struct kvm_lapic_state	 lapic;
+	struct kvm_vcpu_events	 ev;
+	struct kvm_mp_state	 mp;
+	struct kvm_debugregs	 dbg;
+	int			 rc;
+
+	if ((rc = hv_blob_check(buf, len, KVM_VCPU_MAGIC,
+	    KVM_STATE_VERSION)) < 0)
+		return rc;
+	/*
+	 * Order (api.rst and what QEMU does): sregs first (they set the
+	 * mode the GPRs and MSRs are read in), the extended state, the
+	 * LAPIC before the MSRs (the TSC deadline MSR is only written in
+	 * TSC-deadline mode) and before events and mp_state (an event
+	 * may be an interrupt the LAPIC has in service).
+	 */
+	if ((rc = restore_one(v, buf, len, KVM_SET_SREGS, REC_SREGS, &sregs,
+	    sizeof(sregs), "sregs")) < 0 ||
+	    (rc = restore_one(v, buf, len, KVM_SET_REGS, REC_REGS, &regs,
+	    sizeof(regs), "regs")) < 0 ||
+	    (rc = restore_fpu(v, buf, len)) < 0 ||
+	    (rc = restore_one(v, buf, len, KVM_SET_XCRS, REC_XCRS, &xcrs,
+	    sizeof(xcrs), "xcrs")) < 0 ||
+	    (rc = restore_one(v, buf, len, KVM_SET_LAPIC, REC_LAPIC, &lapic,
+	    sizeof(lapic), "LAPIC")) < 0 ||
+	    (rc = restore_msrs(v, buf, len)) < 0 ||
+	    (rc = restore_one(v, buf, len, KVM_SET_MP_STATE, REC_MP_STATE,
+	    &mp, sizeof(mp), "mp_state")) < 0 ||
+	    (rc = restore_events(v, buf, len, &ev)) < 0 ||
+	    (rc = restore_one(v, buf, len, KVM_SET_DEBUGREGS, REC_DEBUGREGS,
+	    &dbg, sizeof(dbg), "debugregs")) < 0)
+		return rc;
+	return 0;
+}
+
+int
+hv_save(struct hv *hv, uint8_t **buf, size_t *len)
+{
+	static const uint32_t	 chips[] = { KVM_IRQCHIP_PIC_MASTER,
+	    KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC };
+	struct kvm_irqchip	 chip;
+	struct kvm_pit_state2	 pit;
+	struct kvm_clock_data	 clock;
+	size_t			 start = *len;
+	unsigned		 i;
+	int			 rc;
+
+	if ((rc = irqchip_ensure(hv, "hv_save")) < 0)
+		return rc;
+	hv_blob_begin(buf, len, KVM_VM_MAGIC, KVM_STATE_VERSION);
+	for (i = 0; i < ARRAY_SIZE(chips); i++) {
+		memset(&chip, 0, sizeof(chip));
+		chip.chip_id = chips[i];
+		if ((rc = xioctl(hv->vm_fd, KVM_GET_IRQCHIP, &chip)) < 0)
+			goto fail;
+		hv_blob_rec(buf, len, REC_PIC_MASTER + i, &chip, sizeof(chip));
+	}
+	if ((rc = xioctl(hv->vm_fd, KVM_GET_PIT2, &pit)) < 0)
+		goto fail;
+	hv_blob_rec(buf, len, REC_PIT2, &pit, sizeof(pit));
+	memset(&clock, 0, sizeof(clock));
+	if ((rc = xioctl(hv->vm_fd, KVM_GET_CLOCK, &clock)) < 0)
+		goto fail;
+	hv_blob_rec(buf, len, REC_CLOCK, &clock, sizeof(clock));
+	return 0;
+fail:
+	log_warnx("saving the VM's irqchip, PIT and clock: %s", strerror(-rc));
+	*len = start;
+	return rc;
+}
+
+int
+hv_restore(struct hv *hv, const uint8_t *buf, size_t len)
+{
+	struct kvm_irqchip	 chip;
+	struct kvm_pit_state2	 pit;
+	struct kvm_clock_data	 clock;
+	unsigned		 i;
+	int			 rc;
+
+	if ((rc = hv_blob_check(buf, len, KVM_VM_MAGIC,
+	    KVM_STATE_VERSION)) < 0)
+		return rc;
+	if ((rc = irqchip_ensure(hv, "hv_restore")) < 0)
+		return rc;
+	for (i = 0; i < 3; i++) {
+		if (hv_blob_get(buf, len, REC_PIC_MASTER + i, &chip,
+		    sizeof(chip)) < 0 || chip.chip_id != i)
+			return -EINVAL;
+		if ((rc = xioctl(hv->vm_fd, KVM_SET_IRQCHIP, &chip)) < 0) {
+			log_warnx("KVM_SET_IRQCHIP %u: %s", i, strerror(-rc));
+			return rc;
+		}
+	}
+	if (hv_blob_get(buf, len, REC_PIT2, &pit, sizeof(pit)) < 0 ||
+	    hv_blob_get(buf, len, REC_CLOCK, &clock, sizeof(clock)) < 0)
+		return -EINVAL;
+	if ((rc = xioctl(hv->vm_fd, KVM_SET_PIT2, &pit)) < 0) {
+		log_warnx("KVM_SET_PIT2: %s", strerror(-rc));
+		return rc;
+	}
+	/* The guest's clock continues from where it was saved: no flags
+	 * (KVM_CLOCK_REALTIME would jump it by the time in between). */
+	clock.flags = 0;
+	memset(clock.pad, 0, sizeof(clock.pad));
+	if ((rc = xioctl(hv->vm_fd, KVM_SET_CLOCK, &clock)) < 0) {
+		log_warnx("KVM_SET_CLOCK: %s", strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+/* A CPUID register, 0 when the leaf is absent. */
+static uint32_t
+cpuid_reg(struct kvm_cpuid2 *c, uint32_t fn, uint32_t idx, char reg)
+{
+	struct kvm_cpuid_entry2	*e;
+
+	if ((e = cpuid_find(c, fn, idx)) == NULL)
+		return 0;
+	return reg == 'a' ? e->eax : reg == 'b' ? e->ebx : reg == 'c' ?
+	    e->ecx : e->edx;
+}
+
+static const struct {
+	uint32_t	 fn, idx;
+	char		 reg;
+	const char	*name;
+} feature_words[HV_CPU_FEATURE_WORDS] = {
+	{ 1, 0, 'c', "CPUID.1:ECX" },
+	{ 1, 0, 'd', "CPUID.1:EDX" },
+	{ 7, 0, 'b', "CPUID.7.0:EBX" },
+	{ 7, 0, 'c', "CPUID.7.0:ECX" },
+	{ 7, 0, 'd', "CPUID.7.0:EDX" },
+	{ 0x80000001, 0, 'c', "CPUID.80000001:ECX" },
+	{ 0x80000001, 0, 'd', "CPUID.80000001:EDX" },
+	{ 0xd, 0, 'a', "XCR0 components (CPUID.D.0:EAX)" },
+	{ 0xd, 0, 'd', "XCR0 components (CPUID.D.0:EDX)" },
+	{ 0xd, 1, 'a', "XSAVE features (CPUID.D.1:EAX)" },
+};
+
+int
+hv_cpu_features(struct hv *hv, uint32_t words[HV_CPU_FEATURE_WORDS])
+{
+	unsigned	i;
+
+	for (i = 0; i < HV_CPU_FEATURE_WORDS; i++)
+		words[i] = cpuid_reg(hv->cpuid, feature_words[i].fn,
+		    feature_words[i].idx, feature_words[i].reg);
+	return 0;
+}
+
+int
+hv_cpu_compatible(struct hv *hv, const uint32_t saved[HV_CPU_FEATURE_WORDS],
+    char *why, size_t whylen)
+{
+	uint32_t	have[HV_CPU_FEATURE_WORDS], missing;
+	unsigned	i;
+
+	hv_cpu_features(hv, have);
+	for (i = 0; i < HV_CPU_FEATURE_WORDS; i++) {
+		if ((missing = saved[i] & ~have[i]) == 0)
+			continue;
+		snprintf(why, whylen, "this host's CPU lacks features the "
+		    "snapshot's guest saw: %s bits 0x%08x", feature_words[i].name,
+		    missing);
+		return -ENOTSUP;
+	}
 	return 0;
 }

@@ -141,10 +141,12 @@ int	image_chain_id(const char *const *diff_ids, size_t n,
  * replaces what is there, except that a directory over a directory is
  * merged.  Whiteouts and opaque markers hide lower layers only, never
  * entries of this layer, whatever their order.  Directory modes and
- * times are set at the end.  Without IMAGE_UNPACK_DEVICES, device nodes
- * and fifos are skipped (counted in skipped).  xattrs that cannot be set
- * are logged, not fatal; trusted.overlay.* is never set.  On failure the
- * rootfs is left half applied: unpack into a scratch directory and
+ * times are set at the end; a directory of a lower layer keeps its
+ * times when this layer adds or removes entries in it (as umoci does),
+ * so a tree depends on its layers only.  Without IMAGE_UNPACK_DEVICES,
+ * device nodes and fifos are skipped (counted in skipped).  xattrs that
+ * cannot be set are logged, not fatal; trusted.overlay.* is never set.
+ * On failure the rootfs is left half applied: unpack into a scratch directory and
  * discard it on error.  Blocking; call off the reactor thread.
  */
 #define IMAGE_UNPACK_DEVICES	0x1	/* device nodes and fifos (root) */
@@ -170,9 +172,19 @@ int	image_layer_unpack(int rootfs_fd, const char *layer_path,
  * layers in parallel (verified by sha256 while streaming, resumed with
  * Range after an interruption, retried with backoff on 5xx / connection
  * errors, redirects followed), then sets the ref.  Auth: anonymous bearer
- * tokens from WWW-Authenticate, basic/bearer with credentials from
- * ~/.docker/config.json ("auths"), or `smx login`'s file.  HTTPS with the
- * system CAs; plain HTTP only for registries marked insecure.
+ * tokens from WWW-Authenticate, basic/bearer with the credentials
+ * image_auth_get() finds (docker's config.json or its credential
+ * helper).  HTTPS with the system CAs; plain HTTP only for registries
+ * marked insecure.
+ *
+ * Hostile registries: a manifest or config over 4 MiB, one that is not
+ * a JSON object, an unknown manifest, config or layer media type, a
+ * config whose rootfs.diff_ids does not list the layers, a blob that
+ * does not match its digest or size fail the pull with a one-line
+ * message before the ref is set; blobs that fail verification are
+ * never stored (a partial cut short by the network stays in tmp/ for the
+ * next pull to resume).  408/429/5xx and connection errors are retried
+ * (honouring Retry-After up to 60 s), then fail naming the status.
  */
 struct reactor;
 struct image_pull;
@@ -184,7 +196,7 @@ struct image_pull_opts {
 	unsigned	 max_parallel;	/* layer downloads at once (default 3) */
 	unsigned	 retries;	/* per request (default 5) */
 	unsigned	 stall_s;	/* abort a transfer idle this long (30) */
-	const char	*auth_file;	/* default ~/.docker/config.json */
+	const char	*auth_file;	/* default: image_auth_path() */
 };
 
 enum image_pull_event_kind {
@@ -214,13 +226,59 @@ void	image_pull_opts_init(struct image_pull_opts *);
  * The pull keeps reactor_run() going until its final event.  The store
  * must stay open until then: a per-blob lock wait runs on a helper
  * thread that uses it.  Layer events are for layers only (not the
- * config).  Credentials from credential helpers ("credsStore") are not
- * read. */
+ * config).  A configured credential helper runs (and is waited for)
+ * inside this call; its failure is the pull's FAILED event. */
 struct image_pull *image_pull_start(struct reactor *, struct image_store *,
 	    const struct image_ref *, const struct image_pull_opts *,
 	    image_pull_fn cb, void *arg);
 /* Abort (cb gets FAILED with -ECANCELED) or free a finished pull. */
 void	image_pull_free(struct image_pull *);
+/* Check user/pass against registry (a host from image_auth_registry())
+ * the way `docker login` does: GET /v2/, answering a 401 with basic auth
+ * or a bearer token fetched with them (no scope).  cb gets DONE when the
+ * registry accepts them, FAILED with a one-line message (e.g.
+ * "HOST rejected the username or password (HTTP 401)") otherwise.  Only
+ * insecure, retries and stall_s of opts are used.  Free with
+ * image_pull_free().  NULL + errno when it cannot start. */
+struct image_pull *image_login_start(struct reactor *, const char *registry,
+	    const char *user, const char *pass,
+	    const struct image_pull_opts *, image_pull_fn cb, void *arg);
+
+/*
+ * Registry credentials (image/auth.c), shared with docker: config.json in
+ * $DOCKER_CONFIG, else ~/.docker ("auths": {"HOST": {"auth":
+ * base64(user:password)}}, Docker Hub's key "https://index.docker.io/v1/"),
+ * or a credential helper: "credHelpers": {"HOST": "NAME"} for one
+ * registry, "credsStore": "NAME" for all, meaning the program
+ * docker-credential-NAME on PATH (verbs get, store, erase; server URL or
+ * JSON on stdin).  Helpers run blocking, as children of the caller.  file
+ * NULL means image_auth_path().  Errors come with a one-line reason in
+ * err: -ENOEXEC for a missing helper, -EIO for a failing one, -EINVAL for
+ * a file that is not a JSON object (never overwritten).
+ */
+/* The default file path. 0 or -ENOENT (neither variable set). */
+int	image_auth_path(char *buf, size_t len);
+/* Normalize a registry name as `docker login` takes it ("HOST[:PORT]",
+ * "https://HOST/v1/", Docker Hub's names -> "docker.io").  -EINVAL. */
+int	image_auth_registry(const char *s, char *host, size_t len, char *err,
+	    size_t errlen) WUR;
+/* The credentials for registry: *user and *pass (free them) and, when
+ * source is not NULL, where they came from (the file or
+ * "docker-credential-NAME").  -ENOENT when there are none (a helper
+ * saying "credentials not found" included). */
+int	image_auth_get(const char *file, const char *registry, char **user,
+	    char **pass, char *source, size_t slen, char *err, size_t errlen)
+	    WUR;
+/* Save credentials: with the registry's helper (`store`), else in
+ * "auths" of the file (mode 0600, written to a temp file and renamed;
+ * other keys and entries kept).  where receives the file or helper. */
+int	image_auth_store(const char *file, const char *registry,
+	    const char *user, const char *pass, char *where, size_t wlen,
+	    char *err, size_t errlen) WUR;
+/* Forget them: the helper's `erase` and the file's entries for
+ * registry.  -ENOENT when there was nothing to forget. */
+int	image_auth_erase(const char *file, const char *registry, char *err,
+	    size_t errlen) WUR;
 
 /*
  * Import (image/import.c): images made from local things, no network.
@@ -269,25 +327,31 @@ int	image_load(struct image_store *, const char *path, const char *name,
 
 /*
  * Rootfs cache (image/rootfs.c): an image's layers unpacked into
- * rootfs/<chain id hex>/ under the store, one full tree per chain id
- * (every prefix of the layer list is kept, so images sharing base layers
- * share their unpacked prefix).  Chain n is built by copying the tree of
- * chain n-1 (a real copy: no inode is shared between trees; the kernel
- * may clone extents) and applying layer n on top, in tmp/ of the store,
- * then renamed in: a tree under rootfs/ is always complete.  A per-chain
+ * rootfs/<chain id hex>/ under the store, one full tree per image, named
+ * by the chain id of all its layers (no tree is kept for a prefix of the
+ * layer list alone).  It is built in tmp/ of the store on a copy of the
+ * longest prefix whose tree is cached (another image's tree: images that
+ * extend a cached image reuse its work; a real copy: no inode is shared
+ * between trees; the kernel may clone extents) or on an empty directory,
+ * applying the remaining layers in turn to that one tree, synced once and
+ * then renamed in: a tree under rootfs/ is always complete.  A per-image
  * lock (a store blob lock keyed by sha256("rootfs " + chain id)) makes
- * concurrent callers, in this process or others, build a chain once.
+ * concurrent callers, in this process or others, build a tree once.
+ * Directory times come from the layers: a directory keeps those of the
+ * layer that made it when a later layer adds or removes entries in it.
  * Trees are shared read-only by convention (modes are kept exact, not
  * stripped of w).  As root, owners, device nodes and xattrs are applied;
  * otherwise xattrs only.  A gc hold is kept while building, so smx gc
  * answers busy meanwhile.  A crash mid-build leaves tmp/<hex>.rootfs,
- * removed by the next build of that chain.  Layer content is not checked
+ * removed by the next build of that tree.  Layer content is not checked
  * against its diff id (the blob's digest was checked when stored).
  * Blocking; call off the reactor thread.
  */
 struct image_rootfs_stats {
 	unsigned	layers;		/* layers of the image */
-	unsigned	reused;		/* layers found unpacked (by others) */
+	unsigned	reused;		/* layers found unpacked: all of them
+					   when the tree was cached, else
+					   the cached prefix copied */
 	unsigned	unpacked;	/* layers this call unpacked */
 };
 
@@ -299,5 +363,16 @@ struct image_rootfs_stats {
 int	image_rootfs_get(struct image_store *, const char *manifest_digest,
 	    char *path, size_t len, struct image_rootfs_stats *stats,
 	    char *err, size_t errlen) WUR;
+
+/*
+ * The guest's initramfs (image/initramfs.c): an uncompressed newc cpio
+ * holding init_path as /init (0755), /dev/console (c 5 1) and the
+ * directories /dev /proc /sys /run /tmp /mnt, all owned by root.
+ * Cached as <home>/initramfs/<sha256 of the agent's bytes>.cpio
+ * (written as a temp file, fsynced and renamed in); its path goes into
+ * path.  -errno with a reason in err.  Blocking (reads the agent).
+ */
+int	image_initramfs_get(const char *home, const char *init_path,
+	    char *path, size_t len, char *err, size_t errlen) WUR;
 
 #endif /* SMX_IMAGE_H */

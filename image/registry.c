@@ -36,6 +36,7 @@
 #include "reactor/reactor.h"
 
 #define MANIFEST_MAX	(4u << 20)	/* as the distribution spec suggests */
+#define CONFIG_MAX	(4u << 20)	/* what image/rootfs.c reads */
 #define TOKEN_MAX	(1u << 20)
 #define ERRBODY_MAX	4096u
 #define BACKOFF_MS	200u		/* first retry; doubles each time */
@@ -48,7 +49,28 @@
 #define MT_DOCKER_LIST	"application/vnd.docker.distribution.manifest.list.v2+json"
 #define MT_DOCKER_V2	"application/vnd.docker.distribution.manifest.v2+json"
 
-enum req_kind { REQ_MANIFEST, REQ_BLOB, REQ_TOKEN };
+/* Configs and layers we can use (image-spec manifest.md, config.md,
+ * layer.md; Docker's image manifest v2 schema 2). */
+static const char *const config_types[] = {
+	"application/vnd.oci.image.config.v1+json",
+	"application/vnd.docker.container.image.v1+json",
+	NULL,
+};
+static const char *const layer_types[] = {
+	"application/vnd.oci.image.layer.v1.tar",
+	"application/vnd.oci.image.layer.v1.tar+gzip",
+	"application/vnd.oci.image.layer.v1.tar+zstd",
+	"application/vnd.oci.image.layer.nondistributable.v1.tar",
+	"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+	"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+	"application/vnd.docker.image.rootfs.diff.tar",
+	"application/vnd.docker.image.rootfs.diff.tar.gzip",
+	"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+	NULL,
+};
+
+/* REQ_PING: GET /v2/ to check credentials (image_login_start). */
+enum req_kind { REQ_MANIFEST, REQ_BLOB, REQ_TOKEN, REQ_PING };
 
 struct blob;
 
@@ -113,7 +135,9 @@ struct image_pull {
 	bool			 insecure;
 	char			 os[32], arch[32], variant[32];
 	unsigned		 max_parallel, retries, stall_s;
+	bool			 login;		/* image_login_start() */
 	char			*user, *pass;
+	char			 creds[PATH_MAX + 32];	/* for messages */
 	char			*token;
 	bool			 basic;
 	struct req		*token_req;
@@ -126,6 +150,7 @@ struct image_pull {
 	struct req		*manifest;
 	bool			 nested;	/* followed an index already */
 	char			 digest[72];	/* the platform manifest */
+	size_t			 layers;	/* in that manifest */
 	TAILQ_HEAD(, blob)	 blobs;
 	unsigned		 active, remaining;
 	bool			 ended, delivered;
@@ -287,6 +312,11 @@ pull_fail(struct image_pull *p, int error, const char *fmt, ...)
 	if (vasprintf(&msg, fmt, ap) == -1)
 		msg = xstrdup("image pull failed");
 	va_end(ap);
+	/* A login names no image: drop the "<registry>: " prefix. */
+	if (p->login && strncmp(msg, p->name, strlen(p->name)) == 0 &&
+	    strncmp(msg + strlen(p->name), ": ", 2) == 0)
+		memmove(msg, msg + strlen(p->name) + 2,
+		    strlen(msg + strlen(p->name) + 2) + 1);
 	log_debug("registry: %s", msg);
 	pull_end(p, error, msg);
 }
@@ -503,8 +533,11 @@ mem_write(struct req *r, const char *data, size_t len)
 		if (max == ERRBODY_MAX)
 			return len;	/* only for messages: drop the rest */
 		if (r->kind == REQ_MANIFEST)
-			req_bad(r, -EFBIG, false, "%s: manifest is larger "
-			    "than %u MiB", r->pull->name, MANIFEST_MAX >> 20);
+			req_bad(r, -EFBIG, false, "%s: manifest %s is larger "
+			    "than %u MiB", r->pull->name, r->want[0] != '\0' ?
+			    r->want : r->pull->ref.digest[0] != '\0' ?
+			    r->pull->ref.digest : r->pull->ref.tag,
+			    MANIFEST_MAX >> 20);
 		else
 			req_bad(r, -EFBIG, false, "%s: token response is too "
 			    "large", r->pull->host);
@@ -762,17 +795,21 @@ token_start(struct image_pull *p, const char *challenge)
 	realm = challenge_param(challenge, "realm");
 	service = challenge_param(challenge, "service");
 	scope = challenge_param(challenge, "scope");
-	if (scope == NULL)
+	/* A login asks for no scope: a token proves the credentials. */
+	if (scope == NULL && !p->login)
 		xasprintf(&scope, "repository:%s:pull", p->ref.path);
 	if ((e = curl_easy_init()) != NULL) {
 		if (service != NULL)
 			es = curl_easy_escape(e, service, 0);
-		ec = curl_easy_escape(e, scope, 0);
+		if (scope != NULL)
+			ec = curl_easy_escape(e, scope, 0);
 		curl_easy_cleanup(e);
 	}
-	xasprintf(&url, "%s%sscope=%s%s%s", realm,
-	    strchr(realm, '?') != NULL ? "&" : "?", ec != NULL ? ec : "",
-	    es != NULL ? "&service=" : "", es != NULL ? es : "");
+	xasprintf(&url, "%s%s%s%s%s%s", realm,
+	    strchr(realm, '?') != NULL ? "&" : "?",
+	    ec != NULL ? "scope=" : "", ec != NULL ? ec : "",
+	    es != NULL ? (ec != NULL ? "&service=" : "service=") : "",
+	    es != NULL ? es : "");
 	curl_free(es);
 	curl_free(ec);
 	free(realm);
@@ -791,9 +828,13 @@ req_auth(struct req *r)
 	char			*realm;
 
 	if (r->auth_tries++ >= 2) {
-		pull_fail(p, -EACCES, "%s: %s refused access%s", p->name,
-		    p->host, p->user == NULL ? " (no credentials for it in "
-		    "the auth file)" : " with the configured credentials");
+		if (p->user == NULL)
+			pull_fail(p, -EACCES, "%s: %s refused access (HTTP 401;"
+			    " no credentials for it: smx login %s)", p->name,
+			    p->host, p->ref.domain);
+		else
+			pull_fail(p, -EACCES, "%s: %s rejected %s (HTTP 401)",
+			    p->name, p->host, p->creds);
 		return;
 	}
 	if (strncasecmp(c, "Bearer", 6) == 0 &&
@@ -815,14 +856,14 @@ req_auth(struct req *r)
 	}
 	if (strncasecmp(c, "Basic", 5) == 0) {
 		if (p->user == NULL) {
-			pull_fail(p, -EACCES, "%s: %s requires a login (no "
-			    "credentials for it in the auth file)", p->name,
-			    p->host);
+			pull_fail(p, -EACCES, "%s: %s requires a login (HTTP "
+			    "401; no credentials for it: smx login %s)",
+			    p->name, p->host, p->ref.domain);
 			return;
 		}
 		if (p->basic && r->auth_tries > 1) {
-			pull_fail(p, -EACCES, "%s: %s rejected the configured "
-			    "credentials", p->name, p->host);
+			pull_fail(p, -EACCES, "%s: %s rejected %s (HTTP 401)",
+			    p->name, p->host, p->creds);
 			return;
 		}
 		p->basic = true;
@@ -932,6 +973,66 @@ index_select(struct image_pull *p, const cJSON *j)
 	    p->name, want, avail[0] != '\0' ? avail : "none");
 }
 
+static bool
+type_known(const char *const *types, const char *mt)
+{
+	for (; *types != NULL; types++)
+		if (strcmp(*types, mt) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Check a config or layer descriptor of manifest digest: a sha256
+ * digest, a sane size, a media type we can use (absent is accepted: the
+ * content is sniffed when unpacked).  false after failing the pull.
+ */
+static bool
+desc_check(struct image_pull *p, const char *digest, const cJSON *desc,
+    bool config, size_t i)
+{
+	const cJSON	*d, *s, *mt;
+	char		 what[32];
+
+	if (config)
+		snprintf(what, sizeof(what), "config");
+	else
+		snprintf(what, sizeof(what), "layer %zu", i);
+	d = cJSON_GetObjectItemCaseSensitive(desc, "digest");
+	s = cJSON_GetObjectItemCaseSensitive(desc, "size");
+	mt = cJSON_GetObjectItemCaseSensitive(desc, "mediaType");
+	if (!cJSON_IsObject(desc) || !cJSON_IsString(d) ||
+	    !image_digest_valid(d->valuestring) || !cJSON_IsNumber(s) ||
+	    s->valuedouble < 0 || s->valuedouble > 1e15 ||
+	    s->valuedouble != (double)(uint64_t)s->valuedouble) {
+		pull_fail(p, -EBADMSG, "%s: manifest %s has a malformed %s "
+		    "descriptor (want a sha256 digest and a size)", p->name,
+		    digest, what);
+		return false;
+	}
+	if (mt != NULL && (!cJSON_IsString(mt) || !type_known(config ?
+	    config_types : layer_types, mt->valuestring))) {
+		if (config)
+			pull_fail(p, -EPROTONOSUPPORT, "%s: manifest %s is not "
+			    "a container image (config media type \"%s\")",
+			    p->name, digest, cJSON_IsString(mt) ?
+			    mt->valuestring : "?");
+		else
+			pull_fail(p, -EPROTONOSUPPORT, "%s: manifest %s: "
+			    "unsupported layer media type \"%s\" (layer %zu)",
+			    p->name, digest, cJSON_IsString(mt) ?
+			    mt->valuestring : "?", i);
+		return false;
+	}
+	if (config && s->valuedouble > CONFIG_MAX) {
+		pull_fail(p, -EFBIG, "%s: config %s is larger than %u MiB",
+		    p->name, d->valuestring, CONFIG_MAX >> 20);
+		return false;
+	}
+	return true;
+}
+
+/* Queue a checked descriptor's blob (once per digest). */
 static void
 blob_add(struct image_pull *p, const cJSON *desc, bool config)
 {
@@ -940,14 +1041,6 @@ blob_add(struct image_pull *p, const cJSON *desc, bool config)
 
 	d = cJSON_GetObjectItemCaseSensitive(desc, "digest");
 	s = cJSON_GetObjectItemCaseSensitive(desc, "size");
-	if (!cJSON_IsString(d) || !image_digest_valid(d->valuestring) ||
-	    !cJSON_IsNumber(s) || s->valuedouble < 0 ||
-	    s->valuedouble > 1e15) {
-		pull_fail(p, -EBADMSG, "%s: manifest %s has a bad %s "
-		    "descriptor", p->name, p->digest,
-		    config ? "config" : "layer");
-		return;
-	}
 	TAILQ_FOREACH(b, &p->blobs, entry)
 		if (strcmp(b->digest, d->valuestring) == 0)
 			return;	/* one download for a repeated layer */
@@ -967,9 +1060,11 @@ static void
 manifest_done(struct image_pull *p, struct req *r)
 {
 	char		 hex[SHA256_HEX_LEN + 1], digest[72], mt[128];
-	const cJSON	*f, *l;
+	const cJSON	*f, *l, *cfg;
 	cJSON		*j;
+	size_t		 i;
 	int		 error;
+	bool		 index;
 
 	sha256_buf(r->buf, r->len, hex);
 	snprintf(digest, sizeof(digest), "sha256:%s", hex);
@@ -986,8 +1081,8 @@ manifest_done(struct image_pull *p, struct req *r)
 	if ((j = cJSON_ParseWithLength((const char *)r->buf, r->len)) ==
 	    NULL || !cJSON_IsObject(j)) {
 		cJSON_Delete(j);
-		pull_fail(p, -EBADMSG, "%s: manifest %s is not JSON", p->name,
-		    digest);
+		pull_fail(p, -EBADMSG, "%s: manifest %s is not a JSON object",
+		    p->name, digest);
 		return;
 	}
 	/* The media type: Content-Type, else the body's mediaType. */
@@ -1000,9 +1095,32 @@ manifest_done(struct image_pull *p, struct req *r)
 	if (strcmp(mt, MT_OCI_INDEX) && strcmp(mt, MT_DOCKER_LIST) &&
 	    strcmp(mt, MT_OCI_MANIFEST) && strcmp(mt, MT_DOCKER_V2)) {
 		pull_fail(p, -EPROTONOSUPPORT, "%s: unsupported manifest "
-		    "media type \"%s\"", p->name, mt);
+		    "media type \"%s\" (manifest %s)", p->name,
+		    mt[0] != '\0' ? mt : "none", digest);
 		goto out;
 	}
+	index = !strcmp(mt, MT_OCI_INDEX) || !strcmp(mt, MT_DOCKER_LIST);
+	if (index && p->nested) {
+		pull_fail(p, -EBADMSG, "%s: index %s points at another index",
+		    p->name, digest);
+		goto out;
+	}
+	/* Check the whole manifest before anything is stored. */
+	f = cJSON_GetObjectItemCaseSensitive(j, index ? "manifests" :
+	    "layers");
+	if (!cJSON_IsArray(f) || cJSON_GetArraySize(f) == 0) {
+		pull_fail(p, -EBADMSG, "%s: %s %s has no %s", p->name,
+		    index ? "index" : "manifest", digest, index ?
+		    "manifests" : "layers");
+		goto out;
+	}
+	cfg = cJSON_GetObjectItemCaseSensitive(j, "config");
+	if (!index && !desc_check(p, digest, cfg, true, 0))
+		goto out;
+	i = 0;
+	cJSON_ArrayForEach(l, f)
+		if (!index && !desc_check(p, digest, l, false, i++))
+			goto out;
 	if ((error = image_store_put_blob(p->store, digest, r->buf,
 	    r->len)) != 0) {
 		pull_fail(p, error, "%s: cannot store manifest %s: %s",
@@ -1011,30 +1129,19 @@ manifest_done(struct image_pull *p, struct req *r)
 	}
 	p->manifest = NULL;
 	req_free(r);
-	if (!strcmp(mt, MT_OCI_INDEX) || !strcmp(mt, MT_DOCKER_LIST)) {
-		if (p->nested)
-			pull_fail(p, -EBADMSG, "%s: index %s points at another "
-			    "index", p->name, digest);
-		else
-			index_select(p, j);
+	if (index) {
+		index_select(p, j);
 		goto out;
 	}
 	snprintf(p->digest, sizeof(p->digest), "%s", digest);
+	p->layers = cJSON_GetArraySize(f);
 	emit(p, IMAGE_PULL_RESOLVED, p->digest, 0, 0);
 	if (p->ended)
 		goto out;
-	blob_add(p, cJSON_GetObjectItemCaseSensitive(j, "config"), true);
-	f = cJSON_GetObjectItemCaseSensitive(j, "layers");
-	if (!cJSON_IsArray(f) && !p->ended)
-		pull_fail(p, -EBADMSG, "%s: manifest %s has no layers",
-		    p->name, digest);
-	cJSON_ArrayForEach(l, f) {
-		if (p->ended)
-			break;
+	blob_add(p, cfg, true);
+	cJSON_ArrayForEach(l, f)
 		blob_add(p, l, false);
-	}
-	if (!p->ended)
-		schedule(p);
+	schedule(p);
 out:
 	cJSON_Delete(j);
 }
@@ -1072,12 +1179,59 @@ blob_done(struct image_pull *p, struct blob *b)
 		schedule(p);
 }
 
+/*
+ * A config must be what image/rootfs.c will read: a JSON object whose
+ * rootfs.diff_ids has one sha256 digest per layer.  Checked before it
+ * is stored; NULL or a reason (free it).
+ */
+static char *
+config_check(struct image_pull *p, struct blob *b)
+{
+	uint8_t		*buf;
+	size_t		 len;
+	cJSON		*j;
+	const cJSON	*ids, *it;
+	char		*why = NULL;
+	int		 error;
+
+	if ((error = read_file(b->part, CONFIG_MAX, &buf, &len)) != 0) {
+		xasprintf(&why, "%s: cannot read %s: %s", p->name, b->part,
+		    strerror(-error));
+		return why;
+	}
+	j = cJSON_ParseWithLength((const char *)buf, len);
+	free(buf);
+	ids = cJSON_GetObjectItemCaseSensitive(
+	    cJSON_GetObjectItemCaseSensitive(j, "rootfs"), "diff_ids");
+	if (!cJSON_IsObject(j))
+		xasprintf(&why, "%s: config %s is not a JSON object", p->name,
+		    b->digest);
+	else if (!cJSON_IsArray(ids))
+		xasprintf(&why, "%s: config %s has no rootfs.diff_ids list",
+		    p->name, b->digest);
+	else if ((size_t)cJSON_GetArraySize(ids) != p->layers)
+		xasprintf(&why, "%s: config %s: rootfs.diff_ids has %d "
+		    "entries for the %zu layers of manifest %s", p->name,
+		    b->digest, cJSON_GetArraySize(ids), p->layers, p->digest);
+	else
+		cJSON_ArrayForEach(it, ids)
+			if (!cJSON_IsString(it) ||
+			    !image_digest_valid(it->valuestring)) {
+				xasprintf(&why, "%s: config %s: rootfs.diff_ids "
+				    "holds something that is no sha256 digest",
+				    p->name, b->digest);
+				break;
+			}
+	cJSON_Delete(j);
+	return why;
+}
+
 /* Verify a complete partial and move it into the store. */
 static void
 blob_install(struct image_pull *p, struct blob *b)
 {
 	uint8_t	 d[SHA256_LEN];
-	char	 hex[SHA256_HEX_LEN + 1];
+	char	 hex[SHA256_HEX_LEN + 1], *why;
 	int	 error;
 	uint64_t total = b->have + b->got;
 
@@ -1098,6 +1252,12 @@ blob_install(struct image_pull *p, struct blob *b)
 	}
 	close(b->fd);
 	b->fd = -1;
+	if (b->config && (why = config_check(p, b)) != NULL) {
+		blob_close(b, true);
+		pull_fail(p, -EBADMSG, "%s", why);
+		free(why);
+		return;
+	}
 	if ((error = image_store_put_blob_file(p->store, b->digest,
 	    b->part)) != 0) {
 		blob_close(b, true);
@@ -1247,7 +1407,9 @@ curl_retryable(CURLcode rc)
 static const char *
 req_what(struct req *r, char *buf, size_t len)
 {
-	if (r->kind == REQ_BLOB)
+	if (r->kind == REQ_PING)
+		snprintf(buf, len, "%s", r->url);
+	else if (r->kind == REQ_BLOB)
 		snprintf(buf, len, "blob %s", r->blob->digest);
 	else if (r->kind == REQ_MANIFEST)
 		snprintf(buf, len, "manifest %s", r->want[0] != '\0' ?
@@ -1258,11 +1420,62 @@ req_what(struct req *r, char *buf, size_t len)
 	return buf;
 }
 
+/* The distribution spec's error body {"errors":[{"code","message"}]}:
+ * ", CODE: message" of its first error, or "". */
+static const char *
+errbody(struct req *r, char *buf, size_t len)
+{
+	cJSON		*j;
+	const cJSON	*e, *c, *m;
+	size_t		 i;
+
+	buf[0] = '\0';
+	if (r->buf == NULL || r->len == 0)
+		return buf;
+	j = cJSON_ParseWithLength((const char *)r->buf, r->len);
+	e = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "errors"),
+	    0);
+	c = cJSON_GetObjectItemCaseSensitive(e, "code");
+	m = cJSON_GetObjectItemCaseSensitive(e, "message");
+	if (cJSON_IsString(c))
+		snprintf(buf, len, ", %s%s%s", c->valuestring,
+		    cJSON_IsString(m) ? ": " : "",
+		    cJSON_IsString(m) ? m->valuestring : "");
+	cJSON_Delete(j);
+	for (i = 0; buf[i] != '\0'; i++)	/* one line, printable */
+		if ((unsigned char)buf[i] < ' ')
+			buf[i] = ' ';
+	return buf;
+}
+
+/* The reason phrase of the statuses we retry. */
+static const char *
+status_text(long status)
+{
+	switch (status) {
+	case 408:
+		return " Request Timeout";
+	case 429:
+		return " Too Many Requests";
+	case 500:
+		return " Internal Server Error";
+	case 502:
+		return " Bad Gateway";
+	case 503:
+		return " Service Unavailable";
+	case 504:
+		return " Gateway Timeout";
+	default:
+		return "";
+	}
+}
+
 static void
 req_done(struct req *r, CURLcode rc)
 {
 	struct image_pull	*p = r->pull;
 	char			 what[160], why[CURL_ERROR_SIZE + 64];
+	char			 eb[256];
 	long			 status = 0;
 
 	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -1280,15 +1493,26 @@ req_done(struct req *r, CURLcode rc)
 		    r->errbuf : curl_easy_strerror(rc));
 		if (curl_retryable(rc) && req_retry(r))
 			return;
-		pull_fail(p, -EIO, "%s: cannot fetch %s: %s%s", p->name, what,
-		    why, curl_retryable(rc) ? " (gave up after retries)" : "");
+		if (rc == CURLE_OPERATION_TIMEDOUT &&
+		    strstr(why, "too slow") != NULL)
+			pull_fail(p, -ETIMEDOUT, "%s: %s stalled: no data for %u"
+			    " s (gave up after %u tries)", p->name, what,
+			    p->stall_s, r->attempt + 1);
+		else if (curl_retryable(rc))
+			pull_fail(p, -EIO, "%s: cannot fetch %s: %s (gave up "
+			    "after %u tries%s)", p->name, what, why,
+			    r->attempt + 1, rc == CURLE_SSL_CONNECT_ERROR &&
+			    !p->insecure ? "; a plain-HTTP registry must be "
+			    "marked insecure" : "");
+		else
+			pull_fail(p, -EIO, "%s: cannot fetch %s: %s", p->name,
+			    what, why);
 		return;
 	}
 	if (r->kind == REQ_TOKEN && (status == 401 || status == 403)) {
 		pull_fail(p, -EACCES, "%s: the token service of %s refused "
 		    "%s (HTTP %ld)", p->name, p->host, p->user != NULL ?
-		    "the configured credentials" : "an anonymous token",
-		    status);
+		    p->creds : "an anonymous token", status);
 		return;
 	}
 	if (status == 401) {
@@ -1298,8 +1522,10 @@ req_done(struct req *r, CURLcode rc)
 	if (status == 408 || status == 429 || status >= 500) {
 		if (req_retry(r))
 			return;
-		pull_fail(p, -EIO, "%s: cannot fetch %s: HTTP %ld (gave up "
-		    "after %u tries)", p->name, what, status, r->attempt + 1);
+		pull_fail(p, -EIO, "%s: cannot fetch %s: HTTP %ld%s%s (gave "
+		    "up after %u tries)", p->name, what, status,
+		    status_text(status), errbody(r, eb, sizeof(eb)),
+		    r->attempt + 1);
 		return;
 	}
 	if (status == 416 && r->kind == REQ_BLOB) {
@@ -1308,13 +1534,27 @@ req_done(struct req *r, CURLcode rc)
 		if (req_retry(r))
 			return;
 	}
+	if (status == 404 && r->kind != REQ_TOKEN) {
+		errbody(r, eb, sizeof(eb));
+		if (strncmp(eb, ", NAME_UNKNOWN", 14) == 0)
+			pull_fail(p, -ENOENT, "%s: repository %s not found on "
+			    "%s (HTTP 404%s)", p->name, p->ref.path, p->host,
+			    eb);
+		else
+			pull_fail(p, -ENOENT, "%s: %s not found (HTTP 404%s)",
+			    p->name, what, eb);
+		return;
+	}
 	if (status < 200 || status >= 300) {
-		pull_fail(p, status == 404 ? -ENOENT : status == 403 ?
-		    -EACCES : -EIO, "%s: %s %s: HTTP %ld", p->name, what,
-		    status == 404 ? "not found" : "refused", status);
+		pull_fail(p, status == 403 ? -EACCES : -EIO, "%s: %s refused "
+		    "(HTTP %ld%s)", p->name, what, status,
+		    errbody(r, eb, sizeof(eb)));
 		return;
 	}
 	switch (r->kind) {
+	case REQ_PING:
+		pull_end(p, 0, NULL);	/* the credentials passed */
+		break;
 	case REQ_MANIFEST:
 		manifest_done(p, r);
 		break;
@@ -1351,121 +1591,28 @@ check_done(struct image_pull *p)
 
 /* --- setup ------------------------------------------------------------ */
 
+/*
+ * Credentials for the registry: from the auth file or its credential
+ * helper.  None found: anonymous.  A broken file or a failing helper
+ * fails the pull (once it has started, so the message reaches cb).
+ */
 static int
-b64val(int c)
+load_auth(struct image_pull *p, const char *file, char **why)
 {
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+' || c == '-')
-		return 62;
-	if (c == '/' || c == '_')
-		return 63;
-	return -1;
-}
+	char	err[512], src[PATH_MAX];
+	int	error;
 
-/* Decode base64 (padding optional); NULL on bad input. */
-static char *
-b64decode(const char *s)
-{
-	size_t		 n = strlen(s), o = 0;
-	char		*out = xmalloc(n * 3 / 4 + 4);
-	uint32_t	 acc = 0;
-	int		 bits = 0, v;
-
-	for (; *s != '\0' && *s != '='; s++) {
-		if ((v = b64val((unsigned char)*s)) < 0) {
-			free(out);
-			return NULL;
-		}
-		acc = acc << 6 | v;
-		if ((bits += 6) >= 8) {
-			bits -= 8;
-			out[o++] = (char)(acc >> bits);
-		}
+	error = image_auth_get(file, p->ref.domain, &p->user, &p->pass,
+	    src, sizeof(src), err, sizeof(err));
+	if (error == 0) {
+		snprintf(p->creds, sizeof(p->creds), "the credentials from %s",
+		    src);
+		return 0;
 	}
-	out[o] = '\0';
-	return out;
-}
-
-/* Does an "auths" key ("https://host/v1/", "host:port") name our host? */
-static bool
-auth_key_matches(const char *key, const struct image_ref *ref)
-{
-	char	host[256];
-	size_t	n;
-
-	if (strncmp(key, "https://", 8) == 0)
-		key += 8;
-	else if (strncmp(key, "http://", 7) == 0)
-		key += 7;
-	n = strcspn(key, "/");
-	if (n >= sizeof(host))
-		return false;
-	memcpy(host, key, n);
-	host[n] = '\0';
-	if (strcmp(ref->domain, "docker.io") == 0)
-		return !strcmp(host, "docker.io") ||
-		    !strcmp(host, "index.docker.io") ||
-		    !strcmp(host, "registry-1.docker.io");
-	return strcmp(host, ref->domain) == 0;
-}
-
-/* Credentials for the ref's registry from a docker config.json. */
-static void
-load_auth(struct image_pull *p, const char *file)
-{
-	char		*path = NULL, *up = NULL, *colon;
-	const char	*env;
-	uint8_t		*buf;
-	size_t		 len;
-	cJSON		*j;
-	const cJSON	*auths, *e, *a, *u, *pw;
-
-	if (file == NULL) {
-		if ((env = getenv("DOCKER_CONFIG")) != NULL)
-			xasprintf(&path, "%s/config.json", env);
-		else if ((env = getenv("HOME")) != NULL)
-			xasprintf(&path, "%s/.docker/config.json", env);
-		else
-			return;
-		file = path;
-	}
-	if (read_file(file, 1u << 20, &buf, &len) != 0) {
-		free(path);
-		return;
-	}
-	if ((j = cJSON_ParseWithLength((const char *)buf, len)) == NULL)
-		log_warnx("registry: %s is not JSON; pulling anonymously",
-		    file);
-	auths = cJSON_GetObjectItemCaseSensitive(j, "auths");
-	cJSON_ArrayForEach(e, auths) {
-		if (e->string == NULL || !auth_key_matches(e->string, &p->ref))
-			continue;
-		a = cJSON_GetObjectItemCaseSensitive(e, "auth");
-		u = cJSON_GetObjectItemCaseSensitive(e, "username");
-		pw = cJSON_GetObjectItemCaseSensitive(e, "password");
-		if (cJSON_IsString(a) && (up = b64decode(a->valuestring)) !=
-		    NULL && (colon = strchr(up, ':')) != NULL) {
-			*colon = '\0';
-			p->user = xstrdup(up);
-			p->pass = xstrdup(colon + 1);
-			free(up);
-			break;
-		} else if (cJSON_IsString(a))
-			free(up);
-		if (cJSON_IsString(u) && cJSON_IsString(pw)) {
-			p->user = xstrdup(u->valuestring);
-			p->pass = xstrdup(pw->valuestring);
-			break;
-		}
-	}
-	cJSON_Delete(j);
-	free(buf);
-	free(path);
+	if (error == -ENOENT)
+		return 0;
+	xasprintf(why, "%s: %s", p->name, err);
+	return error;
 }
 
 static int
@@ -1479,14 +1626,17 @@ parse_platform(struct image_pull *p, const char *s)
 	return 0;
 }
 
-struct image_pull *
-image_pull_start(struct reactor *reactor, struct image_store *store,
+/* What a pull and a login share: options, curl multi on the reactor's
+ * event_base, the keep and finish events.  NULL + errno. */
+static struct image_pull *
+pull_new(struct reactor *reactor, struct image_store *store,
     const struct image_ref *ref, const struct image_pull_opts *o,
     image_pull_fn cb, void *arg)
 {
 	struct image_pull_opts	 def;
 	struct image_pull	*p;
 	const char *const	*h;
+	struct timeval		 tv = { 3600, 0 };
 	int			 error;
 
 	if (o == NULL || o->size < sizeof(*o)) {
@@ -1523,7 +1673,6 @@ image_pull_start(struct reactor *reactor, struct image_store *store,
 			p->insecure = true;
 	xasprintf(&p->v2, "%s://%s/v2/%s", p->insecure ? "http" : "https",
 	    p->host, p->ref.path);
-	load_auth(p, o->auth_file);
 
 	if ((p->multi = curl_multi_init()) == NULL) {
 		error = -ENOMEM;
@@ -1540,16 +1689,9 @@ image_pull_start(struct reactor *reactor, struct image_store *store,
 		error = -ENOMEM;
 		goto err_free;
 	}
-	{
-		/* A lock wait on a helper thread registers nothing; this
-		 * keeps reactor_run() from returning under it. */
-		struct timeval tv = { 3600, 0 };
-		evtimer_add(p->keep, &tv);
-	}
-	if ((error = image_store_hold(store, &p->holdfd)) != 0)
-		goto err_free;
-	manifest_get(p, ref->digest[0] != '\0' ? ref->digest : ref->tag,
-	    ref->digest[0] != '\0' ? ref->digest : NULL);
+	/* A lock wait on a helper thread registers nothing; this keeps
+	 * reactor_run() from returning under it. */
+	evtimer_add(p->keep, &tv);
 	return p;
 
 err_free:
@@ -1558,6 +1700,69 @@ err_free:
 	image_pull_free(p);
 	errno = -error;
 	return NULL;
+}
+
+struct image_pull *
+image_pull_start(struct reactor *reactor, struct image_store *store,
+    const struct image_ref *ref, const struct image_pull_opts *o,
+    image_pull_fn cb, void *arg)
+{
+	struct image_pull	*p;
+	char			*why = NULL;
+	int			 error;
+
+	if ((p = pull_new(reactor, store, ref, o, cb, arg)) == NULL)
+		return NULL;
+	if ((error = image_store_hold(store, &p->holdfd)) != 0) {
+		p->ended = p->delivered = true;
+		p->cb = NULL;
+		image_pull_free(p);
+		errno = -error;
+		return NULL;
+	}
+	if ((error = load_auth(p, o != NULL && o->size >= sizeof(*o) ?
+	    o->auth_file : NULL, &why)) != 0) {
+		pull_fail(p, error, "%s", why);
+		free(why);
+		return p;
+	}
+	manifest_get(p, ref->digest[0] != '\0' ? ref->digest : ref->tag,
+	    ref->digest[0] != '\0' ? ref->digest : NULL);
+	return p;
+}
+
+struct image_pull *
+image_login_start(struct reactor *reactor, const char *registry,
+    const char *user, const char *pass, const struct image_pull_opts *o,
+    image_pull_fn cb, void *arg)
+{
+	struct image_ref	 ref;
+	struct image_pull	*p;
+	struct req		*r;
+	char			*url;
+
+	memset(&ref, 0, sizeof(ref));
+	if (snprintf(ref.domain, sizeof(ref.domain), "%s", registry) >=
+	    (int)sizeof(ref.domain) || registry[0] == '\0') {
+		errno = EINVAL;
+		return NULL;
+	}
+	if ((p = pull_new(reactor, NULL, &ref, o, cb, arg)) == NULL)
+		return NULL;
+	p->login = true;
+	snprintf(p->name, sizeof(p->name), "%s", registry);
+	if (user != NULL) {
+		p->user = xstrdup(user);
+		p->pass = xstrdup(pass != NULL ? pass : "");
+		snprintf(p->creds, sizeof(p->creds), "the username or "
+		    "password");
+	}
+	/* p->v2 ends in "/v2/" here: the API root docker login checks. */
+	url = xstrdup(p->v2);
+	r = req_new(p, REQ_PING, url);
+	p->manifest = r;
+	req_start(r);
+	return p;
 }
 
 void

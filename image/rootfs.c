@@ -1,6 +1,7 @@
 /*
  * The unpacked-rootfs cache: rootfs/<chain id hex>/ in the store, one
- * complete tree per prefix of an image's layers.
+ * complete tree per image (for the chain id of all its layers), built on
+ * a copy of the longest cached prefix when there is one.
  */
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -445,35 +446,38 @@ fsync_path(const char *path)
 }
 
 /*
- * Build rootfs/<chain hex> from the tree of prev (NULL for the first
- * layer) plus one layer blob, under the chain's lock.  Another caller
- * may have built it while we waited: then there is nothing to do.
+ * Build rootfs/<chains[n-1] hex>, the tree of the whole layer list, under
+ * that chain's lock.  Another caller may have built it while we waited:
+ * then there is nothing to do.  Otherwise start from a copy of the tree
+ * of the longest prefix in the cache (none: an empty directory), apply
+ * the remaining layers in turn to that one tree in tmp/, sync once and
+ * rename it in.  *from is the number of layers found unpacked (n when
+ * the tree was there), *did whether we built it.
  */
 static int
-build_chain(struct image_store *s, const char *rootdir, const char *prev,
-    const char *chain, const char *blob, bool *did, char *err,
+build_tree(struct image_store *s, const char *rootdir, char (*chains)[72],
+    char *const *blobs, size_t n, size_t *from, bool *did, char *err,
     size_t errlen)
 {
 	struct image_unpack_stats	 us;
 	char				 dst[PATH_MAX], tmp[PATH_MAX];
 	char				 src[PATH_MAX], layer[PATH_MAX];
 	char				 lock[72], hex[SHA256_HEX_LEN + 1];
+	const char			*chain = chains[n - 1];
 	char				*key;
 	unsigned			 flags;
+	uint64_t			 entries = 0, bytes = 0;
 	bool				 root = geteuid() == 0;
+	size_t				 k, i;
 	int				 lfd, tfd, tdir, error;
 
 	*did = false;
+	*from = n;
 	snprintf(dst, sizeof(dst), "%s/%s", rootdir, chain + 7);
 	/* Named after the chain: only the lock holder touches it, so one
 	 * found here is what a crash left. */
 	snprintf(tmp, sizeof(tmp), "%s/%s.rootfs", image_store_tmpdir(s),
 	    chain + 7);
-	if ((error = image_store_blob_path(s, blob, layer,
-	    sizeof(layer))) != 0) {
-		snprintf(err, errlen, "layer %s: %s", blob, strerror(-error));
-		return error;
-	}
 	/* The lock is keyed apart from the chain id, which equals the
 	 * first layer's digest when that layer is uncompressed: a pull
 	 * holding that blob's download lock must not block us. */
@@ -481,6 +485,9 @@ build_chain(struct image_store *s, const char *rootdir, const char *prev,
 	sha256_buf(key, strlen(key), hex);
 	free(key);
 	snprintf(lock, sizeof(lock), "sha256:%s", hex);
+	/* Cached: no lock needed, as trees appear complete. */
+	if (is_dir(dst))
+		return 0;
 	if ((error = image_store_lock_blob(s, lock, &lfd)) != 0) {
 		snprintf(err, errlen, "cannot lock %s: %s", dst,
 		    strerror(-error));
@@ -488,12 +495,23 @@ build_chain(struct image_store *s, const char *rootdir, const char *prev,
 	}
 	if (is_dir(dst))
 		goto out_unlock;
-	if (!image_store_has_blob(s, blob)) {
-		error = -ENOENT;
-		snprintf(err, errlen, "layer %s is not in the store (pull "
-		    "the image again)", blob);
-		goto out_unlock;
+	/* The longest cached prefix: another image's whole tree, or one
+	 * an older cache kept.  Trees appear complete (renamed in), and
+	 * our gc hold keeps them. */
+	for (k = n - 1; k > 0; k--) {
+		snprintf(src, sizeof(src), "%s/%s", rootdir,
+		    chains[k - 1] + 7);
+		if (is_dir(src))
+			break;
 	}
+	*from = k;
+	for (i = k; i < n; i++)
+		if (!image_store_has_blob(s, blobs[i])) {
+			error = -ENOENT;
+			snprintf(err, errlen, "layer %s is not in the store "
+			    "(pull the image again)", blobs[i]);
+			goto out_unlock;
+		}
 	if ((tdir = open(image_store_tmpdir(s), O_RDONLY | O_DIRECTORY |
 	    O_CLOEXEC)) == -1) {
 		error = -errno;
@@ -506,8 +524,7 @@ build_chain(struct image_store *s, const char *rootdir, const char *prev,
 		    strerror(-error));
 		goto out_tdir;
 	}
-	if (prev != NULL) {
-		snprintf(src, sizeof(src), "%s/%s", rootdir, prev + 7);
+	if (k > 0) {
 		if ((error = copy_tree(src, tmp, root, err, errlen)) != 0)
 			goto out_rm;
 	} else if (mkdir(tmp, 0755) == -1) {
@@ -523,8 +540,21 @@ build_chain(struct image_store *s, const char *rootdir, const char *prev,
 	flags = IMAGE_UNPACK_XATTRS;
 	if (root)
 		flags |= IMAGE_UNPACK_DEVICES | IMAGE_UNPACK_OWNERS;
-	error = image_layer_unpack(tfd, layer, flags, &us, err, errlen);
-	/* The tree is durable before its name appears. */
+	for (i = k; i < n && error == 0; i++) {
+		if ((error = image_store_blob_path(s, blobs[i], layer,
+		    sizeof(layer))) != 0) {
+			snprintf(err, errlen, "layer %s: %s", blobs[i],
+			    strerror(-error));
+			break;
+		}
+		if ((error = image_layer_unpack(tfd, layer, flags, &us, err,
+		    errlen)) == 0) {
+			entries += us.entries;
+			bytes += us.bytes;
+		}
+	}
+	/* The tree is durable before its name appears: one sync of the
+	 * filesystem for all the layers. */
 	if (error == 0 && syncfs(tfd) == -1) {
 		error = -errno;
 		snprintf(err, errlen, "syncing %s: %s", tmp, strerror(errno));
@@ -539,8 +569,10 @@ build_chain(struct image_store *s, const char *rootdir, const char *prev,
 		goto out_rm;
 	}
 	fsync_path(rootdir);
-	log_debug("rootfs: %s: %llu entries, %llu bytes", chain,
-	    (unsigned long long)us.entries, (unsigned long long)us.bytes);
+	log_debug("rootfs: %s: %zu of %zu layers unpacked on %s, %llu "
+	    "entries, %llu bytes", chain, n - k, n, k ? "a copy of a "
+	    "cached prefix" : "an empty tree", (unsigned long long)entries,
+	    (unsigned long long)bytes);
 	*did = true;
 	goto out_tdir;
 
@@ -560,7 +592,7 @@ image_rootfs_get(struct image_store *s, const char *manifest, char *path,
 	struct image_rootfs_stats	  st = { 0 };
 	struct layers			  l = { 0 };
 	char				(*chains)[72] = NULL;
-	char				 *rootdir, dir[PATH_MAX];
+	char				 *rootdir;
 	const char			 *tmpdir, *slash;
 	size_t				  k, have;
 	bool				  did;
@@ -592,22 +624,13 @@ image_rootfs_get(struct image_store *s, const char *manifest, char *path,
 			goto out_release;
 		}
 	st.layers = l.n;
-	/* The longest prefix already unpacked. */
-	for (have = l.n; have > 0; have--) {
-		snprintf(dir, sizeof(dir), "%s/%s", rootdir,
-		    chains[have - 1] + 7);
-		if (is_dir(dir))
-			break;
-	}
-	for (k = have; k < l.n; k++) {
-		if ((error = build_chain(s, rootdir, k ? chains[k - 1] : NULL,
-		    chains[k], l.blobs[k], &did, err, errlen)) != 0)
-			goto out_release;
-		if (did)
-			st.unpacked++;
-	}
-	/* Some may have been built meanwhile by a concurrent caller. */
-	st.reused = st.layers - st.unpacked;
+	if ((error = build_tree(s, rootdir, chains, l.blobs, l.n, &have,
+	    &did, err, errlen)) != 0)
+		goto out_release;
+	/* Found whole (maybe built meanwhile by a concurrent caller), or
+	 * built on a prefix of have layers. */
+	st.reused = have;
+	st.unpacked = did ? l.n - have : 0;
 	if ((size_t)snprintf(path, len, "%s/%s", rootdir,
 	    chains[l.n - 1] + 7) >= len) {
 		error = -ENAMETOOLONG;

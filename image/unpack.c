@@ -16,6 +16,11 @@
  * lower layers, ".wh..wh..opq" empties a directory of everything the
  * lower layers put there.  Both apply to lower layers only, so we keep
  * the set of paths this layer created and spare them.
+ *
+ * Directory times come from the archive only: a directory of a lower
+ * layer keeps its times when this layer adds or removes entries in it
+ * (as umoci does), so a tree depends on its layers, not on when it was
+ * unpacked.
  */
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -68,6 +73,11 @@ struct unpacker {
 	struct pathset		 created;
 	struct dir_meta		*dirs;
 	size_t			 ndirs, capdirs;
+	/* Lower-layer directories this layer changes, with the times they
+	 * had before (mode unused): restored at the end. */
+	struct pathset		 noted;
+	struct dir_meta		*old;
+	size_t			 nold, capold;
 	/* The last parent directory resolved, reused by its siblings; any
 	 * removal drops it, since it may have been the one removed. */
 	char			*cache_path;
@@ -246,6 +256,39 @@ cache_drop(struct unpacker *u)
 	u->cache_path = NULL;
 }
 
+static struct dir_meta *
+dir_meta_push(struct dir_meta **v, size_t *n, size_t *cap)
+{
+	if (*n == *cap) {
+		*cap = *cap ? 2 * *cap : 64;
+		*v = xreallocarray(*v, *cap, sizeof(**v));
+	}
+	return &(*v)[(*n)++];
+}
+
+/*
+ * About to add or remove an entry in directory path (open as fd): keep
+ * its times to restore them at the end, unless this layer made it (its
+ * own entry, if any, sets them) or they are kept already.
+ */
+static void
+note_dir(struct unpacker *u, const char *path, int fd)
+{
+	struct dir_meta	*dm;
+	struct stat	 sb;
+
+	if (pathset_has(&u->created, path) || pathset_has(&u->noted, path))
+		return;
+	pathset_add(&u->noted, path);
+	if (fstat(fd, &sb) != 0)
+		return;
+	dm = dir_meta_push(&u->old, &u->nold, &u->capold);
+	dm->path = xstrdup(path);
+	dm->mode = 0;
+	dm->ts[0] = sb.st_atim;
+	dm->ts[1] = sb.st_mtim;
+}
+
 /*
  * Resolve the directory path dir ("" is the root) to a new fd, walking
  * it one component at a time.  With create, missing components are made
@@ -281,12 +324,16 @@ resolve_dir(struct unpacker *u, const char *dir, bool create, int *out)
 		}
 		memcpy(comp, p, len);
 		comp[len] = '\0';
+		fd = open_component(u, cur, comp);
+		if (fd == -ENOENT && create) {
+			sofar[n] = '\0';
+			note_dir(u, sofar, cur);
+		}
 		/* sofar: the path of this component, for the created set. */
 		if (n > 0)
 			sofar[n++] = '/';
 		memcpy(sofar + n, comp, len + 1);
 		n += len;
-		fd = open_component(u, cur, comp);
 		if (fd == -ENOENT && create) {
 			if (mkdirat(cur, comp, 0755) != 0 && errno != EEXIST) {
 				rc = fail(u, -errno, "mkdir %s: %s", sofar,
@@ -463,6 +510,7 @@ whiteout(struct unpacker *u, char *path)
 			return 0;
 		if (rc != 0)
 			return rc;
+		note_dir(u, dir, dfd);
 		rc = opaque_dir(u, dfd, dir);
 		close(dfd);
 		if (rc != 0)
@@ -495,6 +543,7 @@ whiteout(struct unpacker *u, char *path)
 		return 0;
 	if (rc != 0)
 		return rc;
+	note_dir(u, dir, dfd);
 	rc = remove_at(u, dfd, victim);
 	close(dfd);
 	if (rc != 0)
@@ -697,12 +746,7 @@ make_dir(struct unpacker *u, struct archive_entry *e, int dfd,
 		apply_xattrs(u, e, fd, false);
 		close(fd);
 	}
-	if (u->ndirs == u->capdirs) {
-		u->capdirs = u->capdirs ? 2 * u->capdirs : 64;
-		u->dirs = xreallocarray(u->dirs, u->capdirs,
-		    sizeof(*u->dirs));
-	}
-	dm = &u->dirs[u->ndirs++];
+	dm = dir_meta_push(&u->dirs, &u->ndirs, &u->capdirs);
 	dm->path = xstrdup(path);
 	dm->mode = archive_entry_perm(e) & 07777;
 	entry_times(e, dm->ts);
@@ -841,6 +885,7 @@ apply_entry(struct unpacker *u, struct archive *a, struct archive_entry *e)
 
 	if ((rc = resolve_dir(u, dir, true, &dfd)) != 0)
 		return rc;
+	note_dir(u, dir, dfd);
 	if ((rc = make_room(u, dfd, name,
 	    link == NULL && type == AE_IFDIR, &keep)) != 0)
 		goto out;
@@ -859,10 +904,12 @@ out:
 	return rc;
 }
 
-/* Give directories their mode and times now that nothing more will be
- * written into them.  One that a later entry replaced is passed over. */
+/* Give directories their mode (with mode) and times now that nothing
+ * more will be written into them.  One that a later entry replaced or
+ * removed is passed over. */
 static int
-finish_dirs(struct unpacker *u)
+finish_dirs(struct unpacker *u, struct dir_meta *dirs, size_t ndirs,
+    bool mode)
 {
 	struct dir_meta	*dm;
 	char		 buf[PATH_LIMIT];
@@ -870,8 +917,8 @@ finish_dirs(struct unpacker *u)
 	size_t		 i;
 	int		 dfd, fd, rc;
 
-	for (i = 0; i < u->ndirs; i++) {
-		dm = &u->dirs[i];
+	for (i = 0; i < ndirs; i++) {
+		dm = &dirs[i];
 		u->entry = dm->path;
 		if (dm->path[0] == '\0') {
 			dfd = fcntl(u->root, F_DUPFD_CLOEXEC, 3);
@@ -880,9 +927,14 @@ finish_dirs(struct unpacker *u)
 			strcpy(buf, dm->path);
 			split(buf, &dir, &name);
 			if ((rc = resolve_dir(u, dir, false, &dfd)) != 0) {
-				if (rc == -ENOENT)
-					continue;
-				return rc;
+				if (rc != -ENOENT && rc != -EINVAL)
+					return rc;
+				/* Gone, or a later entry made a parent a
+				 * symlink or file: nothing to set.  No
+				 * failure happened before this point. */
+				if (u->err != NULL && u->errlen > 0)
+					u->err[0] = '\0';
+				continue;
 			}
 		}
 		if (dfd < 0)
@@ -893,7 +945,7 @@ finish_dirs(struct unpacker *u)
 		if (fd < 0)
 			continue;
 		rc = 0;
-		if (fchmod(fd, dm->mode) != 0)
+		if (mode && fchmod(fd, dm->mode) != 0)
 			rc = fail(u, -errno, "chmod: %s", strerror(errno));
 		else if (futimens(fd, dm->ts) != 0)
 			rc = fail(u, -errno, "utimens: %s", strerror(errno));
@@ -964,13 +1016,19 @@ image_layer_unpack(int rootfs_fd, const char *layer_path, unsigned flags,
 			goto out;
 	}
 	u.entry = NULL;
-	rc = finish_dirs(&u);
+	/* Lower-layer times first: this layer's own entries win. */
+	if ((rc = finish_dirs(&u, u.old, u.nold, false)) == 0)
+		rc = finish_dirs(&u, u.dirs, u.ndirs, true);
 out:
 	archive_read_free(a);
 	cache_drop(&u);
 	pathset_free(&u.created);
+	pathset_free(&u.noted);
 	for (i = 0; i < u.ndirs; i++)
 		free(u.dirs[i].path);
 	free(u.dirs);
+	for (i = 0; i < u.nold; i++)
+		free(u.old[i].path);
+	free(u.old);
 	return rc;
 }

@@ -30,7 +30,8 @@ cmd_boot_usage(FILE *f)
 	    "                [--append STRING] [--memory MiB] [--cpus N]\n"
 	    "                [--console FILE] [--disk FILE[:ro]]... [--vsock PATH]\n"
 	    "                [--no-vsock] [--no-rng] [--no-balloon] [--hvc]\n"
-	    "                [--balloon-target MiB] [--share DIR:TAG[:ro][:dax]]...\n\n"
+	    "                [--balloon-target MiB] [--share DIR:TAG[:ro][:dax]]...\n"
+	    "                [--snapshot-after MS --snapshot-dir DIR]\n\n"
 	    "Boot a Linux kernel (an uncompressed vmlinux through its PVH entry,\n"
 	    "or a bzImage) in a microVM.  The serial console (ttyS0) is\n"
 	    "connected to stdout and, when stdin is not a terminal, stdin.\n\n"
@@ -60,7 +61,11 @@ cmd_boot_usage(FILE *f)
 	    "                    guest mounts it with mount -t virtiofs TAG\n"
 	    "                    (read-only with :ro, a 1 GiB DAX window with\n"
 	    "                    :dax for mount -o dax); up to 4; boot from it\n"
-	    "                    with --append \"rootfstype=virtiofs root=TAG\"\n\n"
+	    "                    with --append \"rootfstype=virtiofs root=TAG\"\n"
+	    "  --snapshot-after MS, --snapshot-dir DIR\n"
+	    "                    after MS milliseconds snapshot the machine into\n"
+	    "                    DIR (for smx restore DIR) and stop it; exit 0\n"
+	    "                    when the snapshot was written\n\n"
 	    "Devices are virtio-mmio, declared on the kernel command line.\n\n"
 	    "exit status: 0 the guest powered off or halted, 3 it rebooted,\n"
 	    "4 it triple-faulted, 5 the hypervisor failed, 128+N stopped by\n"
@@ -134,6 +139,8 @@ cmd_boot(int argc, char **argv)
 		{ "hvc",	no_argument,	   NULL, 'H' },
 		{ "balloon-target", required_argument, NULL, 'T' },
 		{ "share",	required_argument, NULL, 'F' },
+		{ "snapshot-after", required_argument, NULL, 'A' },
+		{ "snapshot-dir", required_argument, NULL, 'D' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -149,6 +156,8 @@ cmd_boot(int argc, char **argv)
 	struct smx_vm		*vm;
 	unsigned long long	 n;
 	const char		*cmdline = NULL, *append = NULL, *why;
+	const char		*snap_dir = NULL;
+	unsigned long long	 snap_ms = 0;
 	char			*full = NULL, err[256];
 	int			 ch, error, status, console_fd = -1, sig;
 	enum smx_end		 end;
@@ -254,6 +263,17 @@ cmd_boot(int argc, char **argv)
 			}
 			o.balloon_target_mib = n;
 			break;
+		case 'A':
+			if (cli_number(optarg, 1, 86400000, &snap_ms) != 0) {
+				fprintf(stderr, "smx boot: --snapshot-after "
+				    "%s: give milliseconds\n", optarg);
+				status = CLI_EXIT_USAGE;
+				goto out;
+			}
+			break;
+		case 'D':
+			snap_dir = optarg;
+			break;
 		case 'h':
 			cmd_boot_usage(stdout);
 			return CLI_EXIT_OK;
@@ -293,6 +313,16 @@ cmd_boot(int argc, char **argv)
 	if (smx_kvm_probe(&why) == SMX_KVM_ABSENT) {
 		fprintf(stderr, "smx boot: KVM is not available: %s\n", why);
 		status = CLI_EXIT_ERROR;
+		goto out;
+	}
+	if ((snap_dir != NULL) != (snap_ms != 0)) {
+		fprintf(stderr, "smx boot: give --snapshot-after and "
+		    "--snapshot-dir together\n");
+		status = CLI_EXIT_USAGE;
+		goto out;
+	}
+	if (snap_dir != NULL) {
+		status = cli_boot_snapshot(&o, snap_ms, snap_dir);
 		goto out;
 	}
 	if ((error = smx_open(&smx, SMX_OPEN_SIGNALS)) != 0) {

@@ -23,6 +23,15 @@ struct cli_cmd {
 
 int	cmd_boot(int, char **);
 void	cmd_boot_usage(FILE *);
+int	cmd_restore(int, char **);
+void	cmd_restore_usage(FILE *);
+int	cmd_bench(int, char **);
+void	cmd_bench_usage(FILE *);
+/* smx boot --snapshot-after MS --snapshot-dir DIR (core/cli/restore.c):
+ * boot o's machine, snapshot it after MS ms into DIR, stop; exit status. */
+struct smx_boot_opts;
+int	cli_boot_snapshot(const struct smx_boot_opts *, uint64_t after_ms,
+	    const char *dir);
 int	cmd_doctor(int, char **);
 void	cmd_doctor_usage(FILE *);
 int	cmd_import(int, char **);
@@ -31,6 +40,10 @@ int	cmd_load(int, char **);
 void	cmd_load_usage(FILE *);
 int	cmd_pull(int, char **);
 void	cmd_pull_usage(FILE *);
+int	cmd_login(int, char **);
+void	cmd_login_usage(FILE *);
+int	cmd_logout(int, char **);
+void	cmd_logout_usage(FILE *);
 int	cmd_images(int, char **);
 void	cmd_images_usage(FILE *);
 int	cmd_inspect(int, char **);
@@ -41,6 +54,22 @@ int	cmd_gc(int, char **);
 void	cmd_gc_usage(FILE *);
 int	cmd_mount(int, char **);
 void	cmd_mount_usage(FILE *);
+int	cmd_run(int, char **);
+void	cmd_run_usage(FILE *);
+int	cmd_exec(int, char **);
+void	cmd_exec_usage(FILE *);
+int	cmd_ps(int, char **);
+void	cmd_ps_usage(FILE *);
+int	cmd_logs(int, char **);
+void	cmd_logs_usage(FILE *);
+int	cmd_stop(int, char **);
+void	cmd_stop_usage(FILE *);
+int	cmd_kill(int, char **);
+void	cmd_kill_usage(FILE *);
+int	cmd_rm(int, char **);
+void	cmd_rm_usage(FILE *);
+int	cmd_cp(int, char **);
+void	cmd_cp_usage(FILE *);
 
 /* The cached guest kernel's path (may not exist yet). */
 const char *cli_kernel_path(void);

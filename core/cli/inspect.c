@@ -3,6 +3,7 @@
  */
 #include <cjson/cJSON.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,9 +16,11 @@
 void
 cmd_inspect_usage(FILE *f)
 {
-	fprintf(f, "usage: smx inspect REF\n\n"
+	fprintf(f, "usage: smx inspect [--rootfs] REF\n\n"
 	    "Print {\"ref\", \"digest\", \"manifest\", \"config\"} of a stored "
-	    "image as\nJSON.  Exits 1 when the image is not stored, 2 on a "
+	    "image as\nJSON.  --rootfs instead prints the directory of the "
+	    "image's unpacked\nroot tree, unpacking its layers first when "
+	    "needed.  Exits 1 when the\nimage is not stored, 2 on a "
 	    "malformed REF.\n");
 }
 
@@ -44,6 +47,37 @@ load(struct image_store *s, const char *digest, const char *what)
 	return j;
 }
 
+/* --rootfs: unpack the image's layers (or find them unpacked) and print
+ * the tree's directory. */
+static int
+inspect_rootfs(const char *str)
+{
+	struct image_store	*s;
+	struct image_ref	 ref;
+	char			 digest[72], path[PATH_MAX], err[512];
+	int			 rc;
+
+	if (str[0] == '-') {
+		cmd_inspect_usage(stderr);
+		return CLI_EXIT_USAGE;
+	}
+	if ((s = cli_store_open("inspect")) == NULL)
+		return CLI_EXIT_ERROR;
+	if ((rc = cli_image_resolve(s, "inspect", str, &ref, digest)) !=
+	    CLI_EXIT_OK)
+		goto out;
+	if (image_rootfs_get(s, digest, path, sizeof(path), NULL, err,
+	    sizeof(err)) != 0) {
+		fprintf(stderr, "smx: inspect: %s: %s\n", str, err);
+		rc = CLI_EXIT_ERROR;
+		goto out;
+	}
+	printf("%s\n", path);
+out:
+	image_store_close(s);
+	return rc;
+}
+
 int
 cmd_inspect(int argc, char **argv)
 {
@@ -59,6 +93,8 @@ cmd_inspect(int argc, char **argv)
 		cmd_inspect_usage(stdout);
 		return CLI_EXIT_OK;
 	}
+	if (argc == 3 && strcmp(argv[1], "--rootfs") == 0)
+		return inspect_rootfs(argv[2]);
 	if (argc != 2 || argv[1][0] == '-') {
 		cmd_inspect_usage(stderr);
 		return CLI_EXIT_USAGE;

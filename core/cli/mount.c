@@ -1,6 +1,7 @@
 /*
- * smx mount: serve a host directory through fusefs on a host mount point
- * (/dev/fuse), in the foreground until a signal or an outside unmount.
+ * smx mount: serve a host directory, or a stored image's unpacked root
+ * tree (read-only), through fusefs on a host mount point (/dev/fuse), in
+ * the foreground until a signal or an outside unmount.
  */
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -8,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +18,7 @@
 #include "core/base/base.h"
 #include "core/cli/cli.h"
 #include "fusefs/fusefs.h"
+#include "image/image.h"
 #include "reactor/reactor.h"
 
 /* Exit status when the host cannot mount FUSE (no /dev/fuse, not root):
@@ -26,17 +29,23 @@ void
 cmd_mount_usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: smx mount [--ro] [--threads N] [--watch] [--daemon] DIR\n"
-	    "                 MOUNTPOINT\n\n"
+	    "usage: smx mount [--ro] [--threads N] [--watch] [--max-fds N]\n"
+	    "                 [--daemon] DIR|IMAGE MOUNTPOINT\n\n"
 	    "Mount host directory DIR on MOUNTPOINT through smx's FUSE server\n"
 	    "(the one guests reach over virtio-fs), for tests and inspection.\n"
-	    "Runs until SIGINT or SIGTERM (then unmounts) or until MOUNTPOINT\n"
-	    "is unmounted.  Needs root and /dev/fuse.\n\n"
+	    "An argument that is not a directory names a stored image: its\n"
+	    "unpacked root tree is mounted, always read-only.  Runs until\n"
+	    "SIGINT or SIGTERM (then unmounts) or until MOUNTPOINT is\n"
+	    "unmounted.  Needs root and /dev/fuse.\n\n"
 	    "  --ro           refuse every change (EROFS)\n"
 	    "  --threads N    worker threads reading /dev/fuse, 1 to 64\n"
 	    "                 (default 4)\n"
 	    "  --watch        invalidate the kernel's caches on host edits\n"
 	    "                 (inotify; else they show within 1 s)\n"
+	    "  --max-fds N    descriptors held for looked-up files before the\n"
+	    "                 least recently used are closed (re-opened by\n"
+	    "                 file handle when needed); default: 3/4 of the\n"
+	    "                 open-file limit\n"
 	    "  -d, --daemon   go to the background once mounted\n\n"
 	    "exit status: 0 unmounted cleanly, 1 failure, 2 bad command line,\n"
 	    "3 this host cannot mount FUSE (no /dev/fuse or not root).\n");
@@ -113,6 +122,30 @@ daemon_ready(int *fdp, char status)
 		close(null);
 }
 
+/*
+ * The unpacked root tree of stored image ref (unpacking it first when
+ * needed) into path.  CLI_EXIT_OK, or the exit status after a message.
+ */
+static int
+image_tree(const char *ref, char *path, size_t len)
+{
+	struct image_store	*s;
+	struct image_ref	 r;
+	char			 digest[72], err[512];
+	int			 rc;
+
+	if ((s = cli_store_open("mount")) == NULL)
+		return CLI_EXIT_ERROR;
+	if ((rc = cli_image_resolve(s, "mount", ref, &r, digest)) ==
+	    CLI_EXIT_OK && image_rootfs_get(s, digest, path, len, NULL, err,
+	    sizeof(err)) != 0) {
+		fprintf(stderr, "smx mount: %s: %s\n", ref, err);
+		rc = CLI_EXIT_ERROR;
+	}
+	image_store_close(s);
+	return rc;
+}
+
 int
 cmd_mount(int argc, char **argv)
 {
@@ -121,6 +154,7 @@ cmd_mount(int argc, char **argv)
 		{ "threads", required_argument, NULL, 't' },
 		{ "daemon", no_argument, NULL, 'd' },
 		{ "watch", no_argument, NULL, 'w' },
+		{ "max-fds", required_argument, NULL, 'm' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -129,9 +163,10 @@ cmd_mount(int argc, char **argv)
 	struct reactor		*r;
 	struct reactor_signal	*sigs[3];
 	struct stat		 st;
-	unsigned long long	 nthreads = 4;
+	unsigned long long	 nthreads = 4, maxfds = 0;
 	const char		*dir, *mp;
-	char			 err[256], *dirabs = NULL, *mpabs = NULL;
+	char			 err[512], *dirabs = NULL, *mpabs = NULL;
+	char			 tree[PATH_MAX];
 	bool			 readonly = false, daemon = false;
 	int			 ch, i, readyfd = -1, rc;
 
@@ -155,6 +190,14 @@ cmd_mount(int argc, char **argv)
 		case 'w':
 			opts.watch = true;
 			break;
+		case 'm':
+			if (cli_number(optarg, 4, 1ULL << 30, &maxfds) < 0) {
+				fprintf(stderr, "smx mount: --max-fds takes "
+				    "4 to 2^30, not '%s'\n", optarg);
+				return CLI_EXIT_USAGE;
+			}
+			opts.max_node_fds = (size_t)maxfds;
+			break;
 		case 'h':
 			cmd_mount_usage(stdout);
 			return CLI_EXIT_OK;
@@ -170,13 +213,18 @@ cmd_mount(int argc, char **argv)
 	dir = argv[optind];
 	mp = argv[optind + 1];
 
-	if (stat(dir, &st) < 0) {
-		fprintf(stderr, "smx mount: %s: %s\n", dir, strerror(errno));
-		return CLI_EXIT_ERROR;
-	}
-	if (!S_ISDIR(st.st_mode)) {
-		fprintf(stderr, "smx mount: %s is not a directory\n", dir);
-		return CLI_EXIT_ERROR;
+	if ((rc = stat(dir, &st) < 0 ? errno : 0) != 0 ||
+	    !S_ISDIR(st.st_mode)) {
+		/* Not a directory: an image, unless it can only be a path. */
+		if (dir[0] == '/' || dir[0] == '.') {
+			fprintf(stderr, "smx mount: %s: %s\n", dir,
+			    rc != 0 ? strerror(rc) : "not a directory");
+			return CLI_EXIT_ERROR;
+		}
+		if ((rc = image_tree(dir, tree, sizeof(tree))) != CLI_EXIT_OK)
+			return rc;
+		dir = tree;
+		readonly = true;
 	}
 	if (stat(mp, &st) < 0) {
 		fprintf(stderr, "smx mount: mount point %s: %s (create it "

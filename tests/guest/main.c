@@ -67,6 +67,7 @@ static const struct test tests[] = {
 	{ "vsock-echo", 1, test_vsock_echo },
 	{ "blk-randread", 1, test_blk_randread },
 	{ "virtio-fs", 0, test_virtio_fs },
+	{ "snap-loop", 1, test_snap_loop },
 };
 
 static enum exit_mode exit_mode = EXIT_HALT;

@@ -143,6 +143,8 @@ void	 test_virtio_fs(const char *arg);
 /* bench.c: the guest side of `make bench` (tests/bench/virtio_bench). */
 void	 test_vsock_echo(const char *arg);
 void	 test_blk_randread(const char *arg);
+/* snap.c: counter + FUSE reads + vsock echo forever, for snapshots. */
+void	 test_snap_loop(const char *arg);
 /* Option words (virtio_mmio.device=, vsock-port=): 1 if taken, 0 if not
  * one of ours; a malformed option fails. */
 int	 vdev_option(const char *word);
@@ -248,6 +250,9 @@ uint32_t vdev_cfg_gen(const struct vdev *);
 void	 vdev_cfg_write32(const struct vdev *, uint32_t off, uint32_t v);
 /* Zeroed memory from the pool, for buffers the device reads or writes. */
 void	*vmem_alloc(size_t size, size_t align);
+/* From now on vdev_open() keeps what the pool holds, so several devices
+ * can be open at once (their rings and buffers add up in the pool). */
+void	 vmem_keep(void);
 /* Makes a chain of n segments available (through one indirect table if
  * `indirect`); returns the head, or -1 when the queue is full. */
 int	 vq_add(struct vq *, const struct vseg *segs, unsigned n,

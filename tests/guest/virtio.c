@@ -80,6 +80,13 @@ static unsigned ndeclared;
 
 static uint8_t pool[POOL_SIZE] __attribute__((aligned(4096)));
 static size_t pool_used;
+static int pool_keep;		/* vmem_keep(): devices share the pool */
+
+void
+vmem_keep(void)
+{
+	pool_keep = 1;
+}
 
 static uint32_t
 reg(const struct vdev *d, uint32_t off)
@@ -265,7 +272,8 @@ vdev_open(struct vdev *d, uint32_t id, const char *name, uint64_t want)
 
 	/* Section 3.1.1: reset, ACKNOWLEDGE, DRIVER, features, FEATURES_OK. */
 	reset(d);
-	pool_used = 0;
+	if (!pool_keep)
+		pool_used = 0;
 	reg_write(d, MMIO_STATUS, STATUS_ACKNOWLEDGE);
 	reg_write(d, MMIO_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
 	d->offered = read_features(d);

@@ -6,9 +6,12 @@
  * a random-request loop), DAX mapping bookkeeping, inotify invalidation
  * and the snapshot round trip.
  */
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 
 #include <errno.h>
@@ -19,6 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <linux/capability.h>
 #include <linux/fuse.h>
 
 #include "fusefs/fusefs.h"
@@ -28,8 +32,9 @@
 #define OUTSZ	(1 << 17)
 
 static char	 dir[64];
-static uint8_t	 obuf[OUTSZ];
-static uint64_t	 uniq = 1;
+/* Per thread: requests may come from several threads at once. */
+static __thread uint8_t	 obuf[OUTSZ] __attribute__((aligned(16)));
+static _Atomic uint64_t	 uniq = 1;
 
 struct rep {
 	ssize_t		 rc;	/* fusefs_handle's return */
@@ -1327,6 +1332,341 @@ out_rm:
 	return rc;
 }
 
+/* Read node's file through OPEN + READ + RELEASE into buf (NUL-ended);
+ * 0 or the failing reply's error. */
+static int
+read_node(struct fusefs *fs, uint64_t node, char *buf, size_t len)
+{
+	struct fuse_read_in	 ri;
+	struct fuse_release_in	 rl;
+	struct rep		 r;
+	uint64_t		 fh;
+
+	if ((fh = open_fh(fs, node, O_RDONLY, FUSE_OPEN)) == 0)
+		return -EBADF;
+	memset(&ri, 0, sizeof(ri));
+	ri.fh = fh;
+	ri.size = (uint32_t)len - 1;
+	r = req(fs, FUSE_READ, node, &ri, sizeof(ri));
+	if (r.err == 0) {
+		memcpy(buf, r.body, r.len);
+		buf[r.len] = '\0';
+	}
+	memset(&rl, 0, sizeof(rl));
+	rl.fh = fh;
+	req(fs, FUSE_RELEASE, node, &rl, sizeof(rl));
+	return r.err;
+}
+
+#define FDB_DIRS	6
+#define FDB_FILES	50
+#define FDB_BUDGET	16
+
+struct walk_arg {
+	struct fusefs	*fs;
+	uint64_t	(*files)[FDB_FILES];
+	unsigned	 seed;
+	int		 bad;	/* wrong answers */
+};
+
+/* Read and stat every file in a random order, checking contents. */
+static void *
+walk_thread(void *arg)
+{
+	struct walk_arg		*a = arg;
+	struct fuse_getattr_in	 gi;
+	char			 want[64], got[256];
+	unsigned		 k, i, j, seed = a->seed;
+
+	memset(&gi, 0, sizeof(gi));
+	for (k = 0; k < 2 * FDB_DIRS * FDB_FILES; k++) {
+		seed = seed * 1103515245 + 12345;
+		i = (seed >> 16) % FDB_DIRS;
+		j = (seed >> 4) % FDB_FILES;
+		snprintf(want, sizeof(want), "%u/f%u", i, j);
+		if (read_node(a->fs, a->files[i][j], got, sizeof(got)) != 0 ||
+		    strcmp(got, want) != 0 ||
+		    req(a->fs, FUSE_GETATTR, a->files[i][j], &gi,
+		    sizeof(gi)).err != 0)
+			a->bad++;
+	}
+	return NULL;
+}
+
+/*
+ * The node fd budget: a walk that looks up far more inodes than the
+ * budget keeps at most the budget of node fds open; every node is then
+ * read, stat'ed and readlink'ed correctly through fds re-opened by file
+ * handle (also after a rename on the host, and with many handles open
+ * at once); a file deleted on the host is stale, not something else; a
+ * saved table loads under the same budget.
+ */
+static int
+t_fd_budget(void)
+{
+	struct fusefs_opts	 o;
+	struct fusefs		*fs = NULL, *fs2 = NULL;
+	struct fusefs_stats	 st;
+	struct fuse_getattr_in	 gi;
+	struct fuse_attr_out	 ao;
+	struct fuse_read_in	 ri;
+	struct fuse_release_in	 rl;
+	struct rep		 r;
+	uint64_t		 dirs[FDB_DIRS], files[FDB_DIRS][FDB_FILES];
+	uint64_t		 links[FDB_DIRS], fhs[40];
+	struct walk_arg		 wa[4];
+	pthread_t		 wt[4];
+	uint8_t			*buf = NULL;
+	size_t			 len = 0, pos, seen;
+	char			 p[256], want[64], got[256], err[256];
+	int			 i, j, rc = TAP_FAIL;
+
+	TAP_CHECK(setup() == 0);
+	for (i = 0; i < FDB_DIRS; i++) {
+		snprintf(p, sizeof(p), "%s/d%d", dir, i);
+		TAP_CHECK_GOTO(mkdir(p, 0755) == 0, out);
+		for (j = 0; j < FDB_FILES; j++) {
+			snprintf(want, sizeof(want), "d%d/f%d", i, j);
+			put_file(want, want + 1);
+		}
+		snprintf(p, sizeof(p), "%s/d%d/link", dir, i);
+		snprintf(want, sizeof(want), "target-%d", i);
+		TAP_CHECK_GOTO(symlink(want, p) == 0, out);
+	}
+	fusefs_opts_init(&o);
+	o.root = dir;
+	o.max_node_fds = FDB_BUDGET;
+	fs = fusefs_create(NULL, &o, NULL, err, sizeof(err));
+	TAP_CHECK_GOTO(fs != NULL && do_init(fs, 31, 0xffffffff, NULL) == 0,
+	    out);
+	/* The walk, as find(1) would: every directory, every name. */
+	for (i = 0; i < FDB_DIRS; i++) {
+		snprintf(p, sizeof(p), "d%d", i);
+		TAP_CHECK_GOTO((dirs[i] = lookup(fs, 1, p, NULL)) > 1, out);
+		for (j = 0; j < FDB_FILES; j++) {
+			snprintf(p, sizeof(p), "f%d", j);
+			files[i][j] = lookup(fs, dirs[i], p, NULL);
+			TAP_CHECK_GOTO(files[i][j] > 1, out);
+		}
+		TAP_CHECK_GOTO((links[i] = lookup(fs, dirs[i], "link", NULL)) >
+		    1, out);
+		fusefs_get_stats(fs, &st);
+		TAP_CHECK_GOTO(st.node_fds <= FDB_BUDGET, out);
+	}
+	fusefs_get_stats(fs, &st);
+	TAP_CHECK_GOTO(st.nodes >= FDB_DIRS * (FDB_FILES + 2), out);
+	TAP_CHECK_GOTO(st.evictions > 0, out);
+	/* Everything reads back right, in an order unlike the walk's. */
+	for (j = FDB_FILES - 1; j >= 0; j--)
+		for (i = 0; i < FDB_DIRS; i++) {
+			snprintf(want, sizeof(want), "%d/f%d", i, j);
+			TAP_CHECK_GOTO(read_node(fs, files[i][j], got,
+			    sizeof(got)) == 0 && strcmp(got, want) == 0, out);
+			memset(&gi, 0, sizeof(gi));
+			r = req(fs, FUSE_GETATTR, files[i][j], &gi, sizeof(gi));
+			TAP_CHECK_GOTO(r.err == 0 && r.len == sizeof(ao), out);
+			memcpy(&ao, r.body, sizeof(ao));
+			TAP_CHECK_GOTO(ao.attr.size == strlen(want) &&
+			    S_ISREG(ao.attr.mode), out);
+		}
+	for (i = 0; i < FDB_DIRS; i++) {
+		snprintf(want, sizeof(want), "target-%d", i);
+		r = req(fs, FUSE_READLINK, links[i], NULL, 0);
+		TAP_CHECK_GOTO(r.err == 0 && r.len == strlen(want) &&
+		    memcmp(r.body, want, r.len) == 0, out);
+	}
+	/* Four threads at once: evictions racing re-opens. */
+	for (i = 0; i < 4; i++) {
+		wa[i].fs = fs;
+		wa[i].files = files;
+		wa[i].seed = 7 + (unsigned)i;
+		wa[i].bad = 0;
+		TAP_CHECK_GOTO(pthread_create(&wt[i], NULL, walk_thread,
+		    &wa[i]) == 0, out);
+	}
+	for (i = 0; i < 4; i++)
+		pthread_join(wt[i], NULL);
+	TAP_CHECK_GOTO(wa[0].bad + wa[1].bad + wa[2].bad + wa[3].bad == 0,
+	    out);
+	fusefs_get_stats(fs, &st);
+	TAP_CHECK_GOTO(st.reopens > 0 && st.node_fds <= FDB_BUDGET, out);
+	tap_diag("%llu nodes, %llu node fds, %llu evictions, %llu re-opens",
+	    (unsigned long long)st.nodes, (unsigned long long)st.node_fds,
+	    (unsigned long long)st.evictions, (unsigned long long)st.reopens);
+	/* READDIRPLUS of a directory bigger than the budget. */
+	fhs[0] = open_fh(fs, dirs[0], O_RDONLY, FUSE_OPENDIR);
+	TAP_CHECK_GOTO(fhs[0] != 0, out);
+	memset(&ri, 0, sizeof(ri));
+	ri.fh = fhs[0];
+	ri.size = 1 << 16;
+	r = req(fs, FUSE_READDIRPLUS, dirs[0], &ri, sizeof(ri));
+	TAP_CHECK_GOTO(r.err == 0, out);
+	for (pos = 0, seen = 0; pos < r.len; seen++) {
+		struct fuse_direntplus	*d = (void *)(r.body + pos);
+
+		if (d->dirent.namelen == 2 && memcmp(d->dirent.name, "f7",
+		    2) == 0)
+			TAP_CHECK_GOTO(d->entry_out.nodeid == files[0][7], out);
+		pos += FUSE_DIRENTPLUS_SIZE(d);
+	}
+	TAP_CHECK_GOTO(seen == FDB_FILES + 3, out);
+	memset(&rl, 0, sizeof(rl));
+	rl.fh = fhs[0];
+	TAP_CHECK_GOTO(req(fs, FUSE_RELEASEDIR, dirs[0], &rl,
+	    sizeof(rl)).err == 0, out);
+	/* Open handles pin their nodes past the budget, then let go. */
+	for (j = 0; j < 40; j++)
+		TAP_CHECK_GOTO((fhs[j] = open_fh(fs, files[1][j], O_RDONLY,
+		    FUSE_OPEN)) != 0, out);
+	for (j = 0; j < 40; j++) {
+		memset(&gi, 0, sizeof(gi));
+		TAP_CHECK_GOTO(req(fs, FUSE_GETATTR, files[1][j], &gi,
+		    sizeof(gi)).err == 0, out);
+	}
+	fusefs_get_stats(fs, &st);
+	TAP_CHECK_GOTO(st.node_fds >= 40, out);
+	for (j = 0; j < 40; j++) {
+		rl.fh = fhs[j];
+		TAP_CHECK_GOTO(req(fs, FUSE_RELEASE, files[1][j], &rl,
+		    sizeof(rl)).err == 0, out);
+	}
+	fusefs_get_stats(fs, &st);
+	TAP_CHECK_GOTO(st.node_fds <= FDB_BUDGET, out);
+	/* Renamed on the host while evicted: the handle follows the inode.
+	 * Deleted: stale, never some other file. */
+	snprintf(p, sizeof(p), "%s/d2/f3", dir);
+	snprintf(got, sizeof(got), "%s/d3/moved", dir);
+	TAP_CHECK_GOTO(rename(p, got) == 0, out);
+	TAP_CHECK_GOTO(read_node(fs, files[2][3], got, sizeof(got)) == 0 &&
+	    strcmp(got, "2/f3") == 0, out);
+	snprintf(p, sizeof(p), "%s/d2/f4", dir);
+	TAP_CHECK_GOTO(unlink(p) == 0, out);
+	put_file("d2/f4", "a new file");
+	for (i = 0; i < FDB_DIRS; i++)	/* make sure f4 was evicted */
+		for (j = 0; j < FDB_FILES; j++)
+			if (i != 2)
+				req(fs, FUSE_GETATTR, files[i][j], &gi,
+				    sizeof(gi));
+	r = req(fs, FUSE_GETATTR, files[2][4], &gi, sizeof(gi));
+	TAP_CHECK_GOTO(r.err == -ESTALE, out);
+	/* Saved and loaded under the same budget. */
+	TAP_CHECK_GOTO(fusefs_save(fs, &buf, &len) == 0, out);
+	fs2 = fusefs_create(NULL, &o, NULL, err, sizeof(err));
+	TAP_CHECK_GOTO(fs2 != NULL && fusefs_load(fs2, buf, len) == 0, out);
+	fusefs_get_stats(fs2, &st);
+	TAP_CHECK_GOTO(st.node_fds <= FDB_BUDGET, out);
+	for (i = 0; i < FDB_DIRS; i++)
+		for (j = 0; j < FDB_FILES; j++) {
+			if (i == 2 && (j == 3 || j == 4))
+				continue;	/* moved, replaced */
+			snprintf(want, sizeof(want), "%d/f%d", i, j);
+			TAP_CHECK_GOTO(read_node(fs2, files[i][j], got,
+			    sizeof(got)) == 0 && strcmp(got, want) == 0, out);
+		}
+	fusefs_get_stats(fs2, &st);
+	TAP_CHECK_GOTO(st.node_fds <= FDB_BUDGET, out);
+	rc = TAP_PASS;
+out:
+	free(buf);
+	fusefs_free(fs2);
+	fusefs_free(fs);
+	rm_tree();
+	return rc;
+}
+
+/* In a child: the effective capability set without cap. */
+static int
+drop_cap(int cap)
+{
+	struct __user_cap_header_struct	hdr = {
+		.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+	struct __user_cap_data_struct	data[2];
+
+	if (syscall(SYS_capget, &hdr, data) != 0)
+		return -1;
+	data[cap / 32].effective &= ~(1u << (cap % 32));
+	return (int)syscall(SYS_capset, &hdr, data);
+}
+
+/* The child of t_fd_fallback; exit status 0 when all went as said. */
+static int
+fallback_child(void)
+{
+	struct fusefs_opts	 o;
+	struct fusefs		*fs;
+	struct fusefs_stats	 st;
+	struct rlimit		 rl;
+	char			 name[32], want[32], got[64], err[256];
+	uint64_t		 ids[100];
+	int			 i, e = 0;
+
+	if (drop_cap(CAP_DAC_READ_SEARCH) != 0)
+		return 10;
+	fusefs_opts_init(&o);
+	o.root = dir;
+	o.max_node_fds = 8;
+	if ((fs = fusefs_create(NULL, &o, NULL, err, sizeof(err))) == NULL ||
+	    do_init(fs, 31, 0xffffffff, NULL) != 0)
+		return 11;
+	/* No handles: over budget, nodes keep their fds and work. */
+	for (i = 0; i < 40; i++) {
+		snprintf(name, sizeof(name), "f%d", i);
+		if ((ids[i] = lookup(fs, 1, name, NULL)) == 0)
+			return 12;
+	}
+	for (i = 0; i < 40; i++) {
+		snprintf(want, sizeof(want), "%d", i);
+		if (read_node(fs, ids[i], got, sizeof(got)) != 0 ||
+		    strcmp(got, want) != 0)
+			return 13;
+	}
+	fusefs_get_stats(fs, &st);
+	if (st.node_fds != 40 || st.evictions != 0)
+		return 14;
+	/* Out of fds: a clear ENFILE, not a crash or a wrong node. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 15;
+	rl.rlim_cur = 64;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 15;
+	for (i = 40; i < 100 && e == 0; i++) {
+		snprintf(name, sizeof(name), "f%d", i);
+		e = req_name(fs, FUSE_LOOKUP, 1, NULL, 0, name).err;
+	}
+	return e == -ENFILE ? 0 : 16;
+}
+
+/*
+ * Without CAP_DAC_READ_SEARCH (file handles cannot re-open): nodes keep
+ * their fds past the budget and everything works until the process is
+ * out of fds, where a lookup fails with ENFILE.
+ */
+static int
+t_fd_fallback(void)
+{
+	char	rel[32], data[32];
+	pid_t	pid;
+	int	i, status, rc = TAP_FAIL;
+
+	TAP_CHECK(setup() == 0);
+	for (i = 0; i < 100; i++) {
+		snprintf(rel, sizeof(rel), "f%d", i);
+		snprintf(data, sizeof(data), "%d", i);
+		put_file(rel, data);
+	}
+	fflush(stdout);
+	if ((pid = fork()) == 0)
+		_exit(fallback_child());
+	TAP_CHECK_GOTO(pid > 0 && waitpid(pid, &status, 0) == pid, out);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		tap_diag("child: status %#x", status);
+	TAP_CHECK_GOTO(WIFEXITED(status) && WEXITSTATUS(status) == 0, out);
+	rc = TAP_PASS;
+out:
+	rm_tree();
+	return rc;
+}
+
 static const struct tap_case cases[] = {
 	{ "INIT negotiation", t_init },
 	{ "lookup, getattr, hard links, forget", t_lookup },
@@ -1341,6 +1681,10 @@ static const struct tap_case cases[] = {
 	{ "DAX mapping bookkeeping", t_dax },
 	{ "inotify invalidations", t_watch },
 	{ "save and load", t_snapshot },
+	{ "node fd budget: eviction, re-open by file handle",
+	    t_fd_budget },
+	{ "node fd budget without file handles: ENFILE at the limit",
+	    t_fd_fallback },
 };
 
 int

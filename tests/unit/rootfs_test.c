@@ -2,10 +2,12 @@
  * Unit test for image/rootfs.c on a fresh store: images are made here
  * (tar layers written with libarchive, config and manifest JSON) and
  * their trees built.  Covers a two-layer build with its hardlinks and
- * modes, a second image reusing the cached base chain with no inode
- * shared, a cached image costing nothing, four threads (each with its own
- * store) getting one image with a single unpack per layer, and failures
- * (a hostile layer, a missing blob, an index) leaving nothing behind.
+ * modes keeping one tree per image (no tree per prefix), a cached image
+ * costing nothing, an image built on a copy of the longest cached prefix
+ * (another image's tree, left untouched, no inode shared), four threads
+ * (each with its own store) getting one image with a single unpack per
+ * layer, and failures (a hostile layer, a missing blob, an index) leaving
+ * nothing behind.
  */
 #include <sys/stat.h>
 
@@ -25,7 +27,8 @@
 static char			 home[] = "/tmp/rootfs_test.XXXXXX";
 static struct image_store	*store;
 static char			 base_layer[72], a_layer[72], b_layer[72];
-static char			 img_a[72], img_b[72];
+static char			 c_layer[72];
+static char			 img_a[72], img_b[72], img_base[72], img_bc[72];
 
 struct tent {
 	const char	*name;
@@ -167,11 +170,44 @@ tmp_leftovers(void)
 	return count;
 }
 
+/* Trees under home/rootfs. */
+static int
+trees(void)
+{
+	struct dirent	*de;
+	DIR		*d;
+	char		 path[512];
+	int		 count = 0;
+
+	snprintf(path, sizeof(path), "%s/rootfs", home);
+	if ((d = opendir(path)) == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			count++;
+	closedir(d);
+	return count;
+}
+
+/* Is the tree of the first n layers of layers[] in the cache? */
+static bool
+cached(const char *const *layers, size_t n)
+{
+	struct stat	st;
+	char		chain[72], path[512];
+
+	if (image_chain_id(layers, n, chain) != 0)
+		return false;
+	snprintf(path, sizeof(path), "%s/rootfs/%s", home, chain + 7);
+	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 static int
 test_build(void)
 {
 	struct image_rootfs_stats	st;
 	struct stat			s1, s2;
+	const char			*layers[2] = { base_layer, a_layer };
 	char				path[512], err[256];
 	int				error;
 
@@ -184,7 +220,6 @@ test_build(void)
 	TAP_CHECK(file_is(path, "etc/os", "base\n"));
 	TAP_CHECK(file_is(path, "app/a", "a\n"));
 	TAP_CHECK(file_is(path, "bin/tool", "tool\n"));
-	/* The base layer's hardlink survives the copy into chain 2. */
 	TAP_CHECK(lstat_in(path, "bin/tool", &s1) == 0);
 	TAP_CHECK(lstat_in(path, "bin/tool2", &s2) == 0);
 	TAP_CHECK(s1.st_ino == s2.st_ino && s1.st_nlink == 2);
@@ -192,31 +227,77 @@ test_build(void)
 	TAP_CHECK(lstat_in(path, "ro", &s1) == 0);
 	TAP_CHECK(S_ISDIR(s1.st_mode) && (s1.st_mode & 07777) == 0555);
 	TAP_CHECK(s1.st_mtime == 1700000000);
+	/* The image's tree only: none for its one-layer prefix. */
+	TAP_CHECK(cached(layers, 2) && !cached(layers, 1));
+	TAP_CHECK(trees() == 1);
 	TAP_CHECK(tmp_leftovers() == 0);
+	/* Cached: found, nothing unpacked, nothing added. */
+	TAP_CHECK(image_rootfs_get(store, img_a, path, sizeof(path), &st, err,
+	    sizeof(err)) == 0);
+	TAP_CHECK(st.layers == 2 && st.reused == 2 && st.unpacked == 0);
+	TAP_CHECK(trees() == 1);
 	return TAP_PASS;
 }
 
+/*
+ * Images sharing base layers: with no cached prefix an image is unpacked
+ * whole; one that extends a cached image starts from a copy of the
+ * longest such tree, which stays as it was.
+ */
 static int
 test_shared_base(void)
 {
 	struct image_rootfs_stats	st;
 	struct stat			sa, sb;
-	char				pa[512], pb[512], err[256];
+	const char			*layers[3] = { base_layer, b_layer,
+					    c_layer };
+	char				pa[512], pb[512], pbc[512], p0[512];
+	char				err[256];
 
+	/* base + b: base + a does not hold the base alone. */
 	TAP_CHECK(image_rootfs_get(store, img_b, pb, sizeof(pb), &st, err,
 	    sizeof(err)) == 0);
-	TAP_CHECK(st.layers == 2 && st.reused == 1 && st.unpacked == 1);
+	TAP_CHECK(st.layers == 2 && st.reused == 0 && st.unpacked == 2);
 	TAP_CHECK(file_is(pb, "app/b", "b\n"));
 	TAP_CHECK(lstat_in(pb, "app/a", &sa) == -1 && errno == ENOENT);
 	TAP_CHECK(file_is(pb, "etc/os", "base\n"));
-	/* Trees share no inode. */
+	/* The base image on its own. */
+	TAP_CHECK(image_rootfs_get(store, img_base, p0, sizeof(p0), &st, err,
+	    sizeof(err)) == 0);
+	TAP_CHECK(st.layers == 1 && st.reused == 0 && st.unpacked == 1);
+	TAP_CHECK(trees() == 3);
+	/* base + b + c: on a copy of base + b (the longest cached prefix,
+	 * not the base), c removing b's file and adding its own. */
+	TAP_CHECK(image_rootfs_get(store, img_bc, pbc, sizeof(pbc), &st, err,
+	    sizeof(err)) == 0);
+	TAP_CHECK(st.layers == 3 && st.reused == 2 && st.unpacked == 1);
+	TAP_CHECK(cached(layers, 3) && trees() == 4);
+	TAP_CHECK(file_is(pbc, "app/c", "c\n"));
+	TAP_CHECK(lstat_in(pbc, "app/b", &sa) == -1 && errno == ENOENT);
+	TAP_CHECK(lstat_in(pbc, "app/.wh.b", &sa) == -1 && errno == ENOENT);
+	TAP_CHECK(file_is(pbc, "etc/os", "base\n"));
+	/* What the copy must keep: hardlinks, modes, times. */
+	TAP_CHECK(lstat_in(pbc, "bin/tool", &sa) == 0);
+	TAP_CHECK(lstat_in(pbc, "bin/tool2", &sb) == 0);
+	TAP_CHECK(sa.st_ino == sb.st_ino && sa.st_nlink == 2);
+	TAP_CHECK((sa.st_mode & 07777) == 0751);
+	TAP_CHECK(lstat_in(pbc, "ro", &sa) == 0);
+	TAP_CHECK(S_ISDIR(sa.st_mode) && (sa.st_mode & 07777) == 0555);
+	TAP_CHECK(sa.st_mtime == 1700000000);
+	/* The source tree is untouched and shares no inode. */
+	TAP_CHECK(file_is(pb, "app/b", "b\n"));
+	TAP_CHECK(lstat_in(pb, "app/c", &sa) == -1 && errno == ENOENT);
+	TAP_CHECK(lstat_in(pb, "etc/os", &sa) == 0);
+	TAP_CHECK(lstat_in(pbc, "etc/os", &sb) == 0);
+	TAP_CHECK(sa.st_ino != sb.st_ino);
+	/* Trees of different images share no inode either. */
 	TAP_CHECK(image_rootfs_get(store, img_a, pa, sizeof(pa), &st, err,
 	    sizeof(err)) == 0);
-	TAP_CHECK(st.reused == 2 && st.unpacked == 0);
 	TAP_CHECK(strcmp(pa, pb) != 0);
 	TAP_CHECK(lstat_in(pa, "etc/os", &sa) == 0);
 	TAP_CHECK(lstat_in(pb, "etc/os", &sb) == 0);
 	TAP_CHECK(sa.st_ino != sb.st_ino);
+	TAP_CHECK(tmp_leftovers() == 0);
 	return TAP_PASS;
 }
 
@@ -366,8 +447,8 @@ test_leftover(void)
 }
 
 static const struct tap_case cases[] = {
-	{ "two layers: files, hardlinks, modes, times", test_build },
-	{ "a second image reuses the cached base chain", test_shared_base },
+	{ "two layers: one tree, files, hardlinks, modes, times", test_build },
+	{ "an image built on the longest cached prefix", test_shared_base },
 	{ "four concurrent gets unpack each layer once", test_concurrent },
 	{ "failures leave no tree and no leftover", test_failures },
 	{ "a crash leftover in tmp/ is replaced", test_leftover },
@@ -383,8 +464,10 @@ main(void)
 		{ "bin/tool2", 'h', 0, "bin/tool" },
 		{ "ro", 'd', 0555, NULL },
 	}, a[] = { { "app/a", 'f', 0644, "a\n" } },
-	    b[] = { { "app/b", 'f', 0644, "b\n" } };
-	const char			*layers[2];
+	    b[] = { { "app/b", 'f', 0644, "b\n" } },
+	    c[] = { { "app/.wh.b", 'f', 0644, "" },
+	    { "app/c", 'f', 0644, "c\n" } };
+	const char			*layers[3];
 	char				 err[256], cmd[128];
 	int				 rc;
 
@@ -398,14 +481,18 @@ main(void)
 		return 1;
 	}
 	if (put_layer(base, 5, base_layer) != 0 ||
-	    put_layer(a, 1, a_layer) != 0 || put_layer(b, 1, b_layer) != 0)
+	    put_layer(a, 1, a_layer) != 0 || put_layer(b, 1, b_layer) != 0 ||
+	    put_layer(c, 2, c_layer) != 0)
 		return 1;
 	layers[0] = base_layer;
 	layers[1] = a_layer;
 	if (put_image(layers, 2, img_a) != 0)
 		return 1;
 	layers[1] = b_layer;
-	if (put_image(layers, 2, img_b) != 0)
+	layers[2] = c_layer;
+	if (put_image(layers, 2, img_b) != 0 ||
+	    put_image(layers, 1, img_base) != 0 ||
+	    put_image(layers, 3, img_bc) != 0)
 		return 1;
 	rc = tap_run(cases, ARRAY_SIZE(cases), 60);
 	image_store_close(store);

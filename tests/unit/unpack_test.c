@@ -143,6 +143,52 @@ out:
 	return rc;
 }
 
+/* A tar by hand: a PAX extended header holding the one record rec
+ * ("key=value"), then the regular file "f" holding "x". */
+static int
+write_raw_pax(const char *file, const char *rec)
+{
+	uint8_t		 tar[512 * 6];
+	char		 line[128];
+	size_t		 len, n;
+	unsigned	 sum, i, h;
+	FILE		*f;
+
+	memset(tar, 0, sizeof(tar));
+	/* A record is "<length> key=value\n", the length counting itself. */
+	len = strlen(rec) + 3;
+	for (n = 0; n < 2; n++)	/* settles once the digits are counted */
+		len = strlen(rec) + 3 + snprintf(line, sizeof(line), "%zu",
+		    len) - 1;
+	snprintf(line, sizeof(line), "%zu %s\n", len, rec);
+	for (h = 0; h < 2; h++) {
+		uint8_t *b = tar + h * 1024;
+
+		snprintf((char *)b, 100, "%s", h == 0 ? "PaxHeaders/f" : "f");
+		snprintf((char *)b + 100, 8, "%07o", 0644);
+		snprintf((char *)b + 108, 8, "%07o", 0);
+		snprintf((char *)b + 116, 8, "%07o", 0);
+		snprintf((char *)b + 124, 12, "%011zo", h == 0 ?
+		    strlen(line) : (size_t)1);
+		snprintf((char *)b + 136, 12, "%011o", 1000000);
+		b[156] = h == 0 ? 'x' : '0';
+		memcpy(b + 257, "ustar", 6);
+		memcpy(b + 263, "00", 2);
+		memset(b + 148, ' ', 8);
+		for (sum = 0, i = 0; i < 512; i++)
+			sum += b[i];
+		snprintf((char *)b + 148, 8, "%06o", sum);
+		if (h == 0)
+			memcpy(b + 512, line, strlen(line));
+		else
+			b[512] = 'x';
+	}
+	if ((f = fopen(file, "w")) == NULL)
+		return -1;
+	n = fwrite(tar, 1, sizeof(tar), f);	/* two zero blocks end it */
+	return fclose(f) == 0 && n == sizeof(tar) ? 0 : -1;
+}
+
 /* rm -rf a tree (test scaffolding only). */
 static void
 rmtree(const char *path)
@@ -555,11 +601,12 @@ t_sparse(void)
 	return TAP_PASS;
 }
 
-/* Apply a hostile layer: it must fail with a reason, leave the outside
- * alone, and (when probe is set) not have created probe in the root. */
+/* Apply a hostile layer: it must fail with exactly the reason want,
+ * leave the outside alone, and (when probe is set) not have created
+ * probe in the root. */
 static int
 hostile(const char *what, const struct ent *ents, size_t n,
-    const char *probe)
+    const char *probe, const char *want)
 {
 	char	err[256];
 	int	rc;
@@ -570,7 +617,9 @@ hostile(const char *what, const struct ent *ents, size_t n,
 	    sizeof(err));
 	tap_diag("%s: %d \"%s\"", what, rc, err);
 	TAP_CHECK(rc == -EINVAL);
-	TAP_CHECK(err[0] != '\0' && strchr(err, '\n') == NULL);
+	if (strcmp(err, want) != 0)
+		tap_diag("expected \"%s\"", want);
+	TAP_CHECK(strcmp(err, want) == 0);
 	TAP_CHECK(sentinel_ok());
 	TAP_CHECK(probe == NULL || !exists(probe));
 	return TAP_PASS;
@@ -589,10 +638,14 @@ t_hostile_names(void)
 	static const struct ent dots[] = {
 		E("./.wh...", 'f', 0644, NULL, 0, 0, 0) };
 
-	if (hostile("../escape", dotdot, 1, NULL) != TAP_PASS ||
-	    hostile("/abs/path", abs, 1, "abs") != TAP_PASS ||
-	    hostile("a/../../x", inner, 2, "x") != TAP_PASS ||
-	    hostile("whiteout of ..", dots, 1, NULL) != TAP_PASS)
+	if (hostile("../escape", dotdot, 1, NULL, "layer entry "
+	    "\"../escape\": name with \"..\" refused") != TAP_PASS ||
+	    hostile("/abs/path", abs, 1, "abs", "layer entry \"/abs/path\": "
+	    "absolute name refused") != TAP_PASS ||
+	    hostile("a/../../x", inner, 2, "x", "layer entry \"a/../../x\": "
+	    "name with \"..\" refused") != TAP_PASS ||
+	    hostile("whiteout of ..", dots, 1, NULL, "layer entry "
+	    "\"./.wh...\": whiteout of \"..\" refused") != TAP_PASS)
 		return TAP_FAIL;
 	return TAP_PASS;
 }
@@ -616,16 +669,37 @@ t_hostile_symlinks(void)
 	struct ent	wh[] = {
 		E("evil", 'l', 0777, outside, 0, 0, 0),
 		E("evil/.wh.secret", 'f', 0644, NULL, 0, 0, 0) };
+	static const struct ent etc[] = {
+		E("etc", 'l', 0777, "/etc", 0, 0, 0),
+		E("etc/smx-unpack-test", 'f', 0644, "x", 0, 0, 0) };
+	static const struct ent deep[] = {
+		E("a/b/", 'd', 0755, NULL, 0, 0, 0),
+		E("a/b/c", 'l', 0777, "../../..", 0, 0, 0),
+		E("a/b/c/escape", 'f', 0644, "x", 0, 0, 0) };
 
-	if (hostile("symlink to outside, write through", evil, 2, NULL) !=
-	    TAP_PASS ||
+	if (hostile("symlink to outside, write through", evil, 2, NULL,
+	    "layer entry \"evil/pwned\": parent \"evil\" is a symlink: "
+	    "refused") != TAP_PASS ||
 	    hostile("symlink to inside dir, write through", inside, 3,
-	    "real/file") != TAP_PASS ||
-	    hostile("symlink to .., write through", dotdotlink, 2, NULL) !=
+	    "real/file", "layer entry \"alias/file\": parent \"alias\" is a "
+	    "symlink: refused") != TAP_PASS ||
+	    hostile("symlink to .., write through", dotdotlink, 2, NULL,
+	    "layer entry \"up/escape\": parent \"up\" is a symlink: "
+	    "refused") != TAP_PASS ||
+	    hostile("symlink to /etc, write through", etc, 2, NULL,
+	    "layer entry \"etc/smx-unpack-test\": parent \"etc\" is a "
+	    "symlink: refused") != TAP_PASS ||
+	    hostile("deep symlink to .., write through", deep, 3, NULL,
+	    "layer entry \"a/b/c/escape\": parent \"a/b/c\" is a symlink: "
+	    "refused") != TAP_PASS ||
+	    hostile("opaque through symlink", opq, 2, NULL, "layer entry "
+	    "\"evil/.wh..wh..opq\": parent \"evil\" is a symlink: refused") !=
 	    TAP_PASS ||
-	    hostile("opaque through symlink", opq, 2, NULL) != TAP_PASS ||
-	    hostile("whiteout through symlink", wh, 2, NULL) != TAP_PASS)
+	    hostile("whiteout through symlink", wh, 2, NULL, "layer entry "
+	    "\"evil/.wh.secret\": parent \"evil\" is a symlink: refused") !=
+	    TAP_PASS)
 		return TAP_FAIL;
+	TAP_CHECK(access("/etc/smx-unpack-test", F_OK) == -1);
 	return TAP_PASS;
 }
 
@@ -645,15 +719,20 @@ t_hostile_hardlinks(void)
 		E("h", 'f', 0644, "x", 0, 0, 0),
 		E("h", 'h', 0, "./h", 0, 0, 0) };
 
-	if (hostile("hardlink to ../../etc/passwd", passwd, 1, "h") !=
+	if (hostile("hardlink to ../../etc/passwd", passwd, 1, "h",
+	    "layer entry \"h\": hardlink target with \"..\" refused") !=
 	    TAP_PASS ||
-	    hostile("hardlink to an absolute outside path", absout, 1, "h") !=
+	    hostile("hardlink to an absolute outside path", absout, 1, "h",
+	    "layer entry \"h\": absolute hardlink target refused") !=
 	    TAP_PASS ||
-	    hostile("hardlink through a symlink", vialink, 2, "h") !=
+	    hostile("hardlink through a symlink", vialink, 2, "h",
+	    "layer entry \"h\": parent \"evil\" is a symlink: refused") !=
 	    TAP_PASS ||
-	    hostile("hardlink to a missing target", missing, 1, "h") !=
+	    hostile("hardlink to a missing target", missing, 1, "h",
+	    "layer entry \"h\": hardlink target \"not/there\" missing") !=
 	    TAP_PASS ||
-	    hostile("hardlink to itself", self, 2, NULL) != TAP_PASS)
+	    hostile("hardlink to itself", self, 2, NULL, "layer entry \"h\": "
+	    "hardlink to \"./h\" refused") != TAP_PASS)
 		return TAP_FAIL;
 	return TAP_PASS;
 }
@@ -666,9 +745,36 @@ t_hostile_ids(void)
 	static const struct ent minus1[] = {
 		E("f", 'f', 0644, "x", 0, 0xffffffffLL, 0) };
 
-	if (hostile("uid 2^40", big, 1, "f") != TAP_PASS ||
-	    hostile("gid 2^32-1", minus1, 1, "f") != TAP_PASS)
+	static const struct ent uidmax[] = {
+		E("f", 'f', 0644, "x", 0xffffffffLL, 0, 0) };
+	char	err[256];
+	int	rc;
+
+	if (hostile("uid 2^40", big, 1, "f", "layer entry \"f\": uid/gid "
+	    "1099511627776/0 out of range") != TAP_PASS ||
+	    hostile("gid 2^32-1", minus1, 1, "f", "layer entry \"f\": "
+	    "uid/gid 0/4294967295 out of range") != TAP_PASS ||
+	    hostile("uid 2^32-1", uidmax, 1, "f", "layer entry \"f\": "
+	    "uid/gid 4294967295/0 out of range") != TAP_PASS)
 		return TAP_FAIL;
+	/* Negative ids in PAX records (libarchive's writer cannot make
+	 * them): refused too, with or without IMAGE_UNPACK_OWNERS. */
+	TAP_CHECK(write_raw_pax(layer, "uid=-1") == 0);
+	fresh_root();
+	rc = unpack(layer, IMAGE_UNPACK_OWNERS, NULL, err, sizeof(err));
+	tap_diag("pax uid=-1: %d \"%s\"", rc, err);
+	TAP_CHECK(rc == -EINVAL);
+	TAP_CHECK(strcmp(err, "layer entry \"f\": uid/gid -1/0 out of "
+	    "range") == 0);
+	TAP_CHECK(!exists("f") && sentinel_ok());
+	TAP_CHECK(write_raw_pax(layer, "gid=-2147483648") == 0);
+	fresh_root();
+	rc = unpack(layer, 0, NULL, err, sizeof(err));
+	tap_diag("pax gid=-2^31: %d \"%s\"", rc, err);
+	TAP_CHECK(rc == -EINVAL);
+	TAP_CHECK(strcmp(err, "layer entry \"f\": uid/gid 0/-2147483648 out "
+	    "of range") == 0);
+	TAP_CHECK(!exists("f") && sentinel_ok());
 	return TAP_PASS;
 }
 
@@ -722,6 +828,53 @@ t_hostile_streams(void)
 	return TAP_PASS;
 }
 
+/* A lower layer's directories keep their times when a later layer adds
+ * or removes entries in them; a directory the later layer lists takes
+ * that layer's times. */
+static int
+t_dir_times(void)
+{
+	static const struct ent lower[] = {
+		E("d/", 'd', 0755, NULL, 0, 0, 5000),
+		E("d/old1", 'f', 0644, "1", 0, 0, 5000),
+		E("d/old2", 'f', 0644, "2", 0, 0, 5000),
+		E("e/", 'd', 0755, NULL, 0, 0, 6000),
+		E("e/x", 'f', 0644, "x", 0, 0, 6000),
+		E("k/", 'd', 0755, NULL, 0, 0, 3000),
+	};
+	static const struct ent upper[] = {
+		E("d/new", 'f', 0644, "n", 0, 0, 9000),
+		E("d/.wh.old1", 'f', 0644, NULL, 0, 0, 9000),
+		E("d/sub/deep", 'f', 0644, "s", 0, 0, 9000),
+		E("e/.wh..wh..opq", 'f', 0644, NULL, 0, 0, 9000),
+		E("k/", 'd', 0750, NULL, 0, 0, 7000),
+		E("k/new", 'f', 0644, "k", 0, 0, 9000),
+	};
+	struct stat	sb;
+	char		err[256];
+	int		rc;
+
+	fresh_root();
+	TAP_CHECK(apply(F_NONE, T_PAX, lower, ARRAY_SIZE(lower), 0, NULL,
+	    err, sizeof(err)) == 0);
+	rc = apply(F_NONE, T_PAX, upper, ARRAY_SIZE(upper), 0, NULL, err,
+	    sizeof(err));
+	if (rc != 0)
+		tap_diag("upper: %s", err);
+	TAP_CHECK(rc == 0);
+	TAP_CHECK(exists("d/new") && !exists("d/old1") && exists("d/old2"));
+	TAP_CHECK(exists("d/sub/deep") && !exists("e/x"));
+	/* Added to, removed from, a subdirectory made in it. */
+	TAP_CHECK(rstat("d", &sb) == 0 && sb.st_mtime == 5000);
+	/* Emptied by an opaque marker. */
+	TAP_CHECK(rstat("e", &sb) == 0 && sb.st_mtime == 6000);
+	/* Listed again by the upper layer: its times and mode. */
+	TAP_CHECK(rstat("k", &sb) == 0 && sb.st_mtime == 7000 &&
+	    (sb.st_mode & 07777) == 0750);
+	TAP_CHECK(rstat("d/new", &sb) == 0 && sb.st_mtime == 9000);
+	return TAP_PASS;
+}
+
 static const struct tap_case cases[] = {
 	{ "entry types, owners, modes, times, xattrs", t_types },
 	{ "no devices, owners or xattrs without the flags", t_no_flags },
@@ -729,6 +882,7 @@ static const struct tap_case cases[] = {
 	{ "whiteouts and opaque directories", t_whiteouts },
 	{ "file <-> directory replacement", t_replace },
 	{ "sparse file", t_sparse },
+	{ "lower directories keep their times", t_dir_times },
 	{ "hostile names", t_hostile_names },
 	{ "hostile symlinks", t_hostile_symlinks },
 	{ "hostile hardlinks", t_hostile_hardlinks },
