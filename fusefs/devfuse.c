@@ -281,16 +281,20 @@ fusefs_unmount(struct fusefs_mount *m)
 {
 	uint64_t	one = 1;
 	unsigned	i;
+	bool		gone;
 
 	if (m == NULL)
 		return;
 	/* A deliberate unmount is not news to the owner. */
 	pthread_mutex_lock(&m->lock);
 	m->gone_fn = NULL;
+	gone = m->gone;
 	pthread_mutex_unlock(&m->lock);
 	/* Lazy: the mount leaves the namespace now even if busy.  EINVAL:
-	 * someone unmounted it already. */
-	if (m->mounted && umount2(m->mountpoint, MNT_DETACH) < 0 &&
+	 * someone unmounted it already.  Once the kernel has ended the
+	 * connection the path may hold somebody else's newer mount: leave
+	 * it alone. */
+	if (m->mounted && !gone && umount2(m->mountpoint, MNT_DETACH) < 0 &&
 	    errno != EINVAL && errno != ENOENT)
 		log_warn("fuse: unmount %s", m->mountpoint);
 	if (write(m->stopfd, &one, sizeof(one)) < 0)
