@@ -146,8 +146,9 @@ int	image_chain_id(const char *const *diff_ids, size_t n,
  * so a tree depends on its layers only.  Without IMAGE_UNPACK_DEVICES,
  * device nodes and fifos are skipped (counted in skipped).  xattrs that
  * cannot be set are logged, not fatal; trusted.overlay.* is never set.
- * On failure the rootfs is left half applied: unpack into a scratch directory and
- * discard it on error.  Blocking; call off the reactor thread.
+ * On failure the rootfs is left half applied: unpack into a scratch
+ * directory and discard it on error.  Blocking; call off the reactor
+ * thread.
  */
 #define IMAGE_UNPACK_DEVICES	0x1	/* device nodes and fifos (root) */
 #define IMAGE_UNPACK_OWNERS	0x2	/* chown to the archive's ids */

@@ -474,6 +474,9 @@ build_tree(struct image_store *s, const char *rootdir, char (*chains)[72],
 	*did = false;
 	*from = n;
 	snprintf(dst, sizeof(dst), "%s/%s", rootdir, chain + 7);
+	/* Cached: no lock needed, as trees appear complete. */
+	if (is_dir(dst))
+		return 0;
 	/* Named after the chain: only the lock holder touches it, so one
 	 * found here is what a crash left. */
 	snprintf(tmp, sizeof(tmp), "%s/%s.rootfs", image_store_tmpdir(s),
@@ -485,9 +488,6 @@ build_tree(struct image_store *s, const char *rootdir, char (*chains)[72],
 	sha256_buf(key, strlen(key), hex);
 	free(key);
 	snprintf(lock, sizeof(lock), "sha256:%s", hex);
-	/* Cached: no lock needed, as trees appear complete. */
-	if (is_dir(dst))
-		return 0;
 	if ((error = image_store_lock_blob(s, lock, &lfd)) != 0) {
 		snprintf(err, errlen, "cannot lock %s: %s", dst,
 		    strerror(-error));

@@ -844,8 +844,8 @@ struct gc {
 	struct mark		 rootfs;
 };
 
-/* Mark the rootfs trees of a config: the chain id of every prefix of
- * its rootfs.diff_ids. */
+/* Mark the rootfs tree of a config: the chain id of its whole
+ * rootfs.diff_ids. */
 static void
 mark_config(struct gc *g, const char *digest)
 {
@@ -853,7 +853,7 @@ mark_config(struct gc *g, const char *digest)
 	const char	**v = NULL;
 	char		 chain[72];
 	uint8_t		*buf;
-	size_t		 len, n = 0, i;
+	size_t		 len, n = 0;
 
 	if (image_store_get_blob(g->s, digest, META_MAX, &buf, &len) != 0)
 		return;
@@ -870,9 +870,11 @@ mark_config(struct gc *g, const char *digest)
 				break;
 			v[n++] = id->valuestring;
 		}
-		for (i = 1; i <= n; i++)
-			if (image_chain_id(v, i, chain) == 0)
-				mark_add(&g->rootfs, chain);
+		/* Only the image's own tree: the cache keeps no prefix
+		 * trees (image/rootfs.c). */
+		if (n > 0 && n == (size_t)cJSON_GetArraySize(ids) &&
+		    image_chain_id(v, n, chain) == 0)
+			mark_add(&g->rootfs, chain);
 	}
 	free(v);
 	cJSON_Delete(root);

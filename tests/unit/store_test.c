@@ -512,6 +512,7 @@ t_gc(void)
 	char			 dir[256], ma[72], mb[72], mc[72], ca[72];
 	char			 cb[72], cc[72], da[2][72], db[2][72], dc[1][72];
 	char			 idx[72], stray[72], json[1024], chain[72];
+	char			 prefix[72];
 	char			 path[512];
 	const char		*ids[2];
 	uint64_t		 bytes, want;
@@ -533,13 +534,14 @@ t_gc(void)
 	 * manifests, the index, the stray. */
 	TAP_CHECK_GOTO(count_dir(dir, "blobs/sha256") == 12, out);
 	want = blob_size(s, mc) + blob_size(s, cc) + blob_size(s, dc[0]) +
-	    blob_size(s, stray) + 10;
+	    blob_size(s, stray) + 2 * 10;	/* + two rootfs files */
 
-	/* Rootfs trees: both prefixes of image a, the full b, orphan c. */
+	/* Rootfs trees: image a's and a stale tree of its first layer
+	 * alone (the cache keeps no prefixes), the full b, orphan c. */
 	ids[0] = da[0];
 	ids[1] = da[1];
-	TAP_CHECK_GOTO(image_chain_id(ids, 1, chain) == 0 &&
-	    make_rootfs(dir, chain) == 0, out);
+	TAP_CHECK_GOTO(image_chain_id(ids, 1, prefix) == 0 &&
+	    make_rootfs(dir, prefix) == 0, out);
 	TAP_CHECK_GOTO(image_chain_id(ids, 2, chain) == 0 &&
 	    make_rootfs(dir, chain) == 0, out);
 	ids[0] = db[0];
@@ -564,7 +566,7 @@ t_gc(void)
 	image_store_release(hold);
 
 	TAP_CHECK_GOTO(image_store_gc(s, &bytes, &blobs) == 0, out);
-	/* Gone: mc, cc, dc[0], stray; the orphan rootfs. */
+	/* Gone: mc, cc, dc[0], stray; the orphan and the prefix rootfs. */
 	TAP_CHECK_GOTO(blobs == 4, out);
 	TAP_CHECK_GOTO(bytes == want, out);
 	TAP_CHECK_GOTO(!image_store_has_blob(s, mc) &&
@@ -576,8 +578,10 @@ t_gc(void)
 	    image_store_has_blob(s, da[0]) && image_store_has_blob(s, da[1]) &&
 	    image_store_has_blob(s, db[1]), out);
 	TAP_CHECK_GOTO(count_dir(dir, "blobs/sha256") == 8, out);
-	TAP_CHECK_GOTO(count_dir(dir, "rootfs") == 4, out);
+	TAP_CHECK_GOTO(count_dir(dir, "rootfs") == 3, out);
 	snprintf(path, sizeof(path), "%s/rootfs/%s", dir, chain + 7);
+	TAP_CHECK_GOTO(access(path, F_OK) == -1, out);
+	snprintf(path, sizeof(path), "%s/rootfs/%s", dir, prefix + 7);
 	TAP_CHECK_GOTO(access(path, F_OK) == -1, out);
 
 	/* Nothing more to do. */
