@@ -208,7 +208,24 @@ hv_api_version(void)
 	return v;
 }
 
-/* Fetch the supported CPUID table, growing the buffer while E2BIG. */
+/*
+ * Fetch the supported CPUID table, growing the buffer while E2BIG.  The
+ * table is the host's and does not change: it is fetched once per
+ * process and copied (the ioctl runs CPUID for every leaf, which costs a
+ * quarter of a millisecond when the host is itself virtualized, a good
+ * part of a snapshot restore).
+ */
+static pthread_mutex_t	 cpuid_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct kvm_cpuid2 *cpuid_cache;
+
+static struct kvm_cpuid2 *
+cpuid_copy(const struct kvm_cpuid2 *c)
+{
+	size_t	size = sizeof(*c) + c->nent * sizeof(c->entries[0]);
+
+	return memcpy(xmalloc(size), c, size);
+}
+
 static int
 get_supported_cpuid(int kvm_fd, struct kvm_cpuid2 **out)
 {
@@ -216,6 +233,13 @@ get_supported_cpuid(int kvm_fd, struct kvm_cpuid2 **out)
 	unsigned		 n;
 	int			 rc;
 
+	pthread_mutex_lock(&cpuid_lock);
+	if (cpuid_cache != NULL) {
+		*out = cpuid_copy(cpuid_cache);
+		pthread_mutex_unlock(&cpuid_lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&cpuid_lock);
 	for (n = 64; n <= 4096; n *= 2) {
 		c = xreallocarray(c, 1, sizeof(*c) +
 		    n * sizeof(struct kvm_cpuid_entry2));
@@ -223,6 +247,10 @@ get_supported_cpuid(int kvm_fd, struct kvm_cpuid2 **out)
 		c->nent = n;
 		rc = xioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c);
 		if (rc == 0) {
+			pthread_mutex_lock(&cpuid_lock);
+			if (cpuid_cache == NULL)
+				cpuid_cache = cpuid_copy(c);
+			pthread_mutex_unlock(&cpuid_lock);
 			*out = c;
 			return 0;
 		}

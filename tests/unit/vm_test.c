@@ -1170,6 +1170,22 @@ many_end_cb(struct vm *vm, enum vm_end why, void *arg)
 		reactor_stop(m->r);
 }
 
+/* Stop a machine once its vCPUs have taken every queued exit (a loaded
+ * host may not have run a vCPU thread yet when the timer first fires).
+ * vm_stop() is idempotent, so later ticks are harmless. */
+static void
+stop_drained_cb(void *arg)
+{
+	struct vm	*vm = arg;
+	struct hv_vcpu	*vcpu;
+	unsigned	 j;
+
+	for (j = 0; (vcpu = hv_fake_vcpu(vm_hv(vm), j)) != NULL; j++)
+		if (hv_fake_queued(vcpu) != 0)
+			return;
+	vm_stop(vm, VM_END_STOPPED);
+}
+
 /* Twenty machines in one reactor, each with console traffic and its own
  * stop timer: every one ends, every thread is joined. */
 static int
@@ -1209,8 +1225,8 @@ t_many(void)
 		for (j = 0; j < cfg.ncpus; j++)
 			queue_pio(hv_fake_vcpu(vm_hv(vms[i]), j), COM1, 1,
 			    true, "+", 1);
-		tms[i] = reactor_add_timer(m.r, 20000 + 10000 * i, false,
-		    stop_timer_cb, vms[i]);
+		tms[i] = reactor_add_timer(m.r, 20000 + 10000 * i, true,
+		    stop_drained_cb, vms[i]);
 	}
 	g = reactor_add_timer(m.r, 10 * SEC, false, guard_cb, &T);
 	T.r = m.r;

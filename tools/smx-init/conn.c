@@ -1190,7 +1190,9 @@ loop_run(int listenfd, int exit_when_idle)
 			    c->to_sock.len < HIGH_WATER &&
 			    c->state != S_DONE && c->state != S_GET)
 				ev |= POLLIN;
-			if (c->out.len > 0 && !c->host_dead)
+			/* S_GET reads the file whenever the host can take more. */
+			if ((c->out.len > 0 || c->state == S_GET) &&
+			    !c->host_dead)
 				ev |= POLLOUT;
 			if (ev != 0)
 				ADD(c->fd, ev, c, R_HOST);
