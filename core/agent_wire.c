@@ -188,8 +188,9 @@ agent_field_next(const void *payload, size_t len, const char *key,
 	}
 	while (p < end) {
 		e = memchr(p, '\0', (size_t)(end - p));
+		/* A last field without its NUL: buf[len] is one. */
 		if (e == NULL)
-			e = end;	/* last field unterminated: buf[len] is NUL */
+			e = end;
 		if ((size_t)(e - p) > klen && memcmp(p, key, klen) == 0 &&
 		    p[klen] == '=')
 			return p + klen + 1;

@@ -12,10 +12,11 @@
 #include "agent_proto.h"
 
 /*
- * Write one frame (header + payload) to fd, blocking, retrying on EINTR
- * and short writes.  len must be <= AGENT_MAX_FRAME.  Returns 0 or
- * -errno (-EMSGSIZE when len is too large, -EAGAIN on a nonblocking fd
- * that would block before anything was written).
+ * Write one frame (header + payload) to fd, a blocking stream, retrying
+ * on EINTR and short writes.  len must be <= AGENT_MAX_FRAME.  Returns 0
+ * or -errno (-EMSGSIZE when len is too large).  On a nonblocking fd an
+ * -EAGAIN may come after part of the frame went out: callers that
+ * cannot block queue frames themselves.
  */
 int	agent_write_frame(int fd, uint32_t type, const void *payload,
 	    size_t len) __attribute__((warn_unused_result));

@@ -100,13 +100,12 @@ exec_fields(struct agent_fields *f, const char *const *args,
     const char *const *extra)
 {
 	const char *eq;
+	char key[64];
 
 	for (; *args != NULL; args++)
 		agent_fields_add(f, "arg", "%s", *args);
 	for (; extra != NULL && *extra != NULL; extra++) {
 		eq = strchr(*extra, '=');
-		char key[64];
-
 		snprintf(key, sizeof(key), "%.*s", (int)(eq - *extra), *extra);
 		agent_fields_add(f, key, "%s", eq + 1);
 	}
@@ -868,7 +867,8 @@ t_fixup(void)
 
 	TAP_CHECK((fd = agent_connect()) >= 0);
 	agent_fields_add(&f, "hostname", "%s", "clone-7");
-	agent_fields_add(&f, "entropy", "%s", "00112233445566778899aabbccddeeff");
+	agent_fields_add(&f, "entropy", "%s",
+	    "00112233445566778899aabbccddeeff");
 	agent_fields_add(&f, "time_ns", "%lld", (long long)time(NULL) *
 	    1000000000LL);
 	TAP_CHECK(send_fields(fd, A_FIXUP, &f) == 0);
@@ -948,6 +948,81 @@ t_bad_frames(void)
 	TAP_CHECK((p = expect_frame(fd, A_OK, NULL)) != NULL);
 	free(p);
 	close(fd);
+	return TAP_PASS;
+}
+
+/*
+ * Seeded random frames and bytes on many connections; the agent must
+ * answer or close each, and keep serving.  No main=, no CONNECT (it
+ * would reach the host's ports) and no POWEROFF.
+ */
+static int
+t_fuzz(void)
+{
+	static const uint32_t types[] = { A_EXEC, A_PUT, A_GET, A_KILL,
+	    A_FIXUP, A_PING, A_STDIN, A_STDIN_EOF, A_SIGNAL, A_RESIZE, A_DATA,
+	    A_DATA_EOF, A_OK, 0, 77 };
+	static const char *const keys[] = { "arg", "env", "cwd", "user",
+	    "tty", "rows", "cols", "timeout_ms", "path", "mode", "uid", "gid",
+	    "signal", "entropy", "hostname", "arg=", "" };
+	static const char *const vals[] = { "", "0", "1", "-1", "15",
+	    "99999999999999999999", "sh", "/", "/data", "/data/fz", "tester",
+	    "root:root", "1:2:3", "%s%n", "echo", "true", "cat", "00ff",
+	    "../../..", "/dev/null/x", "644" };
+	struct result r;
+	unsigned seed = 12345, it, k, nf, nk;
+	char p[2048], junk[512];
+	uint32_t t;
+	size_t len, i;
+	int fd;
+	void *q;
+
+#define RND(n)	((seed = seed * 1103515245u + 12345u) >> 16) % (n)
+	for (it = 0; it < 300; it++) {
+		TAP_CHECK((fd = agent_connect()) >= 0);
+		nf = 1 + RND(5);
+		for (k = 0; k < nf; k++) {
+			if (RND(8) == 0) {
+				len = 1 + RND(sizeof(junk));
+				for (i = 0; i < len; i++)
+					junk[i] = (char)RND(256);
+				if (write(fd, junk, len) < 0)
+					break;
+				continue;
+			}
+			len = 0;
+			nk = RND(6);
+			while (nk-- > 0 && len < sizeof(p) - 300) {
+				const char *key = keys[RND(sizeof(keys) /
+				    sizeof(keys[0]))];
+				const char *val = vals[RND(sizeof(vals) /
+				    sizeof(vals[0]))];
+
+				len += (size_t)snprintf(p + len,
+				    sizeof(p) - len, "%s=%s", key, val);
+				/* Mostly NUL-terminated fields. */
+				if (RND(10) != 0)
+					len++;
+			}
+			t = types[RND(sizeof(types) / sizeof(types[0]))];
+			if (agent_write_frame(fd, t, p, len) < 0)
+				break;
+		}
+		/* Half-close: a running exec is killed, the rest answered. */
+		shutdown(fd, SHUT_WR);
+		while (read(fd, junk, sizeof(junk)) > 0)
+			;
+		close(fd);
+	}
+#undef RND
+	TAP_CHECK((fd = agent_connect()) >= 0);
+	TAP_CHECK(agent_write_frame(fd, A_PING, NULL, 0) == 0);
+	TAP_CHECK((q = expect_frame(fd, A_OK, NULL)) != NULL);
+	free(q);
+	close(fd);
+	TAP_CHECK(run(ARGS("echo", "alive"), NULL, NULL, 0, &r) == 0);
+	TAP_CHECK(r.out != NULL && strcmp(r.out, "alive\n") == 0);
+	result_free(&r);
 	return TAP_PASS;
 }
 
@@ -1127,6 +1202,7 @@ static const struct tap_case cases[] = {
 	{ "CONNECT to a guest port", t_connect },
 	{ "FIXUP: hostname, entropy", t_fixup },
 	{ "bad frames close the connection only", t_bad_frames },
+	{ "random frames: answered or closed, agent lives", t_fuzz },
 	{ "POWEROFF", t_poweroff },
 };
 

@@ -686,7 +686,8 @@ do_fixup(struct conn *c, const char *p, size_t n)
 			    "most 256 hex bytes)");
 			return;
 		}
-		pool.info.entropy_count = (int)(len * 8);
+		/* On the host (test mode) credit nothing to its pool. */
+		pool.info.entropy_count = agent.test ? 0 : (int)(len * 8);
 		pool.info.buf_size = (int)len;
 		if ((fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC)) < 0 ||
 		    ioctl(fd, RNDADDENTROPY, &pool.info) < 0 ||
@@ -1035,7 +1036,7 @@ handle_signals(int sfd)
 		if (si.ssi_signo == SIGCHLD)
 			reap();
 		else if (agent.main_pid > 0)
-			/* PID 1 forwards what it is sent to the main process. */
+			/* PID 1 passes what it is sent on to main. */
 			kill(agent.main_pid, (int)si.ssi_signo);
 	}
 }
@@ -1120,8 +1121,9 @@ loop_run(int listenfd, int exit_when_idle)
 	static struct slot slot[MAX_FDS];
 	struct conn *c, *next;
 	sigset_t mask;
-	int sfd, nfd, i, timeout, fd;
-	int64_t now, soonest;
+	int sfd, nfd, i, timeout, fd, room;
+	int64_t now, soonest, accept_pause = 0;
+	short ev, re;
 
 	/* SIGCHLD (and, as PID 1, what init is sent) comes in by signalfd. */
 	sigemptyset(&mask);
@@ -1154,8 +1156,12 @@ loop_run(int listenfd, int exit_when_idle)
 		}							\
 	} while (0)
 		ADD(sfd, POLLIN, NULL, R_SIG);
-		if (listenfd >= 0)
+		/* Out of descriptors: stop accepting for a moment rather
+		 * than spin on a listener that stays readable. */
+		if (listenfd >= 0 && now >= accept_pause)
 			ADD(listenfd, POLLIN, NULL, R_LISTEN);
+		else if (listenfd >= 0)
+			soonest = accept_pause;
 		for (c = conns; c != NULL; c = next) {
 			next = c->next;
 			/* Time-driven transitions first. */
@@ -1183,23 +1189,20 @@ loop_run(int listenfd, int exit_when_idle)
 				continue;
 			}
 			/* The host: read unless backpressured. */
-			short ev = 0;
-
+			ev = 0;
 			if (!c->host_dead && !c->host_eof &&
 			    c->stdin_q.len < HIGH_WATER &&
 			    c->to_sock.len < HIGH_WATER &&
 			    c->state != S_DONE && c->state != S_GET)
 				ev |= POLLIN;
-			/* S_GET reads the file whenever the host can take more. */
+			/* S_GET reads more whenever the host can take it. */
 			if ((c->out.len > 0 || c->state == S_GET) &&
 			    !c->host_dead)
 				ev |= POLLOUT;
 			if (ev != 0)
 				ADD(c->fd, ev, c, R_HOST);
 			if (c->state == S_EXEC) {
-				int room = c->host_dead ||
-				    c->out.len < HIGH_WATER;
-
+				room = c->host_dead || c->out.len < HIGH_WATER;
 				if (c->errpipe >= 0)
 					ADD(c->errpipe, POLLIN, c, R_ERRPIPE);
 				if (c->stdin_q.len > 0 && c->in_fd >= 0 &&
@@ -1224,13 +1227,12 @@ loop_run(int listenfd, int exit_when_idle)
 			if (c->state == S_CONNECTING)
 				ADD(c->sock, POLLOUT, c, R_SOCK);
 			if (c->state == S_SPLICE) {
-				short sev = 0;
-
+				ev = 0;
 				if (!c->sock_eof && c->out.len < HIGH_WATER)
-					sev |= POLLIN;
+					ev |= POLLIN;
 				if (c->to_sock.len > 0)
-					sev |= POLLOUT;
-				ADD(c->sock, sev, c, R_SOCK);
+					ev |= POLLOUT;
+				ADD(c->sock, ev, c, R_SOCK);
 			}
 		}
 #undef ADD
@@ -1244,13 +1246,10 @@ loop_run(int listenfd, int exit_when_idle)
 			die(errno, "poll");
 		}
 		for (i = 0; i < nfd; i++) {
-			short re = pfd[i].revents;
-
-			if (re == 0)
+			if ((re = pfd[i].revents) == 0)
 				continue;
+			/* Conns are only freed at the top of the loop. */
 			c = slot[i].c;
-			/* An earlier slot may have freed nothing: conns are
-			 * only freed at the top of the loop. */
 			switch (slot[i].role) {
 			case R_SIG:
 				handle_signals(sfd);
@@ -1260,6 +1259,9 @@ loop_run(int listenfd, int exit_when_idle)
 				    SOCK_CLOEXEC | SOCK_NONBLOCK);
 				if (fd >= 0)
 					conn_add(fd);
+				else if (errno == EMFILE || errno == ENFILE ||
+				    errno == ENOBUFS || errno == ENOMEM)
+					accept_pause = now_ms() + 100;
 				break;
 			case R_HOST:
 				if (re & POLLOUT)

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -105,9 +106,15 @@ main(int argc, char **argv)
 	static char root[PATH_MAX];
 	const char *troot = NULL, *hostname = "smx";
 	int listenfd = -1, readyfd = -1, serve[16], nserve = 0, i;
+	struct rlimit nofile;
 
 	if (argc == 1 && getpid() == 1) {
 		agent.pid1 = 1;
+		/* The kernel starts init with 1024/4096 descriptors; the
+		 * agent and the container get what docker gives. */
+		nofile.rlim_cur = nofile.rlim_max = 1048576;
+		if (setrlimit(RLIMIT_NOFILE, &nofile) < 0)
+			say(errno, "raise the open-file limit");
 		setup_guest();
 		if ((i = setup_loopback()) < 0)
 			say(-i, "bring lo up");

@@ -61,15 +61,14 @@ die(int err, const char *fmt, ...)
 int
 mkdir_p(const char *path, mode_t mode)
 {
-	char buf[PATH_MAX], *p;
+	char buf[PATH_MAX], *p, c;
 
 	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
 		return -ENAMETOOLONG;
 	for (p = buf + 1; ; p++) {
 		if (*p != '/' && *p != '\0')
 			continue;
-		char c = *p;
-
+		c = *p;
 		*p = '\0';
 		if (mkdir(buf, mode) < 0 && errno != EEXIST)
 			return -errno;
