@@ -436,25 +436,6 @@ agent_get_data(int fd, const char *path, size_t max, void **data,
 	return 0;
 }
 
-/* Write all of buf to a (blocking) fd. */
-static int
-write_all(int fd, const void *buf, size_t len)
-{
-	const uint8_t	*p = buf;
-	ssize_t		 n;
-
-	while (len > 0) {
-		n = write(fd, p, len);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1)
-			return -errno;
-		p += n;
-		len -= n;
-	}
-	return 0;
-}
-
 int
 agent_get_fd(int fd, const char *path, int dst, unsigned *mode, char *err,
     size_t errlen)

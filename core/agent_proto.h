@@ -3,9 +3,12 @@
  * (tools/smx-init).  Shared by both sides; plain C, no dependencies.
  *
  * Transport: virtio-vsock streams.  The agent listens on guest port
- * AGENT_PORT; every host connection carries one request.  At boot (and
- * after a restore) the agent connects to host port AGENT_READY_PORT and
- * sends one A_HELLO frame: the host knows the guest is ready.
+ * AGENT_PORT; every host connection carries one request.  At boot the
+ * agent connects to host port AGENT_READY_PORT and sends one A_HELLO
+ * frame: the host knows the guest is ready.  After a restore the agent
+ * does nothing by itself (snapshots are taken once it is ready, and its
+ * listener survives the vsock transport reset): the host connects to
+ * AGENT_PORT and sends A_FIXUP, whose A_OK tells it the clone is ready.
  *
  * Framing: every message is a frame, an 8-byte header (type, length,
  * both little-endian uint32) and `length` payload bytes, at most

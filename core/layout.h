@@ -20,8 +20,9 @@
  *   0x4000000000 virtio-fs DAX windows (256 GiB up), share n at
  *               LAYOUT_DAX_BASE + n * LAYOUT_DAX_STRIDE: above the RAM of
  *               any machine with DAX (vm_create refuses DAX past
- *               LAYOUT_DAX_MAX_RAM_MIB) and inside 40 physical address
- *               bits.  Not RAM: the e820 map leaves it out.
+ *               LAYOUT_DAX_MAX_RAM_MIB) and, four shares of at most
+ *               LAYOUT_DAX_STRIDE each, below 512 GiB (inside 40 physical
+ *               address bits).  Not RAM: the e820 map leaves it out.
  */
 #ifndef SMX_LAYOUT_H
 #define SMX_LAYOUT_H
@@ -51,8 +52,12 @@
 #define LAYOUT_LAPIC		0xfee00000ULL
 #define LAYOUT_HIGH_RAM		0x100000000ULL
 #define LAYOUT_DAX_BASE		0x4000000000ULL	/* 256 GiB */
-#define LAYOUT_DAX_STRIDE	0x400000000ULL	/* 16 GiB per share */
+#define LAYOUT_DAX_STRIDE	0x1000000000ULL	/* 64 GiB per share */
 #define LAYOUT_DAX_WINDOW	0x40000000ULL	/* 1 GiB: the default window */
+/* Window sizes a share may ask for (powers of two): Linux maps 2 MiB
+ * ranges, and a window may not run into the next share's. */
+#define LAYOUT_DAX_WINDOW_MIN	0x200000ULL	/* 2 MiB */
+#define LAYOUT_DAX_WINDOW_MAX	LAYOUT_DAX_STRIDE
 /* RAM that still ends below LAYOUT_DAX_BASE (the gap shifts it up 1 GiB). */
 #define LAYOUT_DAX_MAX_RAM_MIB	((LAYOUT_DAX_BASE - LAYOUT_HIGH_RAM + \
 	    LAYOUT_MMIO_GAP) >> 20)

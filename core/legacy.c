@@ -146,6 +146,54 @@ legacy_create(struct vm *vm)
 	return l;
 }
 
+/*
+ * Snapshot blob: magic "LGCY", u32 version, the CMOS index register and
+ * the 128 bytes of CMOS RAM (the clock registers in it are never read
+ * back: they always show the host's time, which is what a restored
+ * guest wants).
+ */
+#define LEGACY_SAVE_MAGIC	0x5943474c	/* "LGCY" little-endian */
+#define LEGACY_SAVE_VERSION	1
+#define LEGACY_SAVE_LEN		(4 + 4 + 1 + CMOS_SIZE)
+
+int
+legacy_save(struct legacy *l, uint8_t **buf, size_t *len)
+{
+	uint8_t		*p;
+	uint32_t	 w;
+
+	*buf = xreallocarray(*buf, 1, *len + LEGACY_SAVE_LEN);
+	p = *buf + *len;
+	w = LEGACY_SAVE_MAGIC;
+	memcpy(p, &w, 4);
+	w = LEGACY_SAVE_VERSION;
+	memcpy(p + 4, &w, 4);
+	p[8] = l->cmos_index;
+	memcpy(p + 9, l->cmos, CMOS_SIZE);
+	*len += LEGACY_SAVE_LEN;
+	return 0;
+}
+
+int
+legacy_load(struct legacy *l, const uint8_t *buf, size_t len)
+{
+	uint32_t	magic, version;
+
+	if (len < 8)
+		return -EINVAL;
+	memcpy(&magic, buf, 4);
+	memcpy(&version, buf + 4, 4);
+	if (magic != LEGACY_SAVE_MAGIC)
+		return -EINVAL;
+	if (version != LEGACY_SAVE_VERSION)
+		return -EPROTO;
+	if (len != LEGACY_SAVE_LEN || buf[8] >= CMOS_SIZE)
+		return -EINVAL;
+	l->cmos_index = buf[8];
+	memcpy(l->cmos, buf + 9, CMOS_SIZE);
+	return 0;
+}
+
 void
 legacy_free(struct legacy *l)
 {

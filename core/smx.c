@@ -1,7 +1,9 @@
 /*
  * libsmx: the public API over the VM object and the reactor.
  */
+#include <sys/file.h>
 #include <sys/queue.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -30,6 +32,7 @@
 #include "core/smx.h"
 #include "core/vm.h"
 #include "image/image.h"
+#include "snapshot/snapshot.h"
 
 struct smx {
 	struct reactor		*r;
@@ -53,11 +56,22 @@ struct smx_vm {
 	char			*name;
 	struct hello		*hello;		/* the agent's ready port */
 	bool			 ready;
+	bool			 restored;	/* made from a snapshot */
+	struct ctl		*ctl;		/* control socket, or NULL */
 	LIST_HEAD(, publish)	 publishes;
 	LIST_HEAD(, bridge)	 bridges;
 };
 
 static void	vm_agent_free(struct smx_vm *);
+static void	ctl_free(struct ctl *);
+static int	restore_vm(struct smx *, const char *, const char *,
+		    const char *, int, uint64_t, struct smx_image *,
+		    struct smx_vm **, char *, size_t);
+static char	*bake_store_dir(const struct smx_image *);
+static int	bake_usable(const char *, const char *, const char *,
+		    uint32_t, uint64_t, const char **);
+static int	bake_after_boot(struct smx_vm *, const char *, const char *,
+		    const char *, const char *);
 
 static const char default_cmdline[] =
     "console=ttyS0 reboot=k panic=-1";
@@ -331,6 +345,10 @@ smx_boot(struct smx *smx, const struct smx_boot_opts *o, struct smx_vm **out,
 		cfg.shares[i].tag = opts.shares[i].tag;
 		cfg.shares[i].readonly = opts.shares[i].readonly != 0;
 		cfg.shares[i].dax = opts.shares[i].dax != 0;
+		/* An overflowing size stays invalid (vm_create refuses it). */
+		cfg.shares[i].dax_window = opts.shares[i].dax_window_mib >
+		    (UINT64_MAX >> 20) ? UINT64_MAX :
+		    opts.shares[i].dax_window_mib << 20;
 	}
 	cfg.nshares = opts.nshares;
 	cfg.kernel = opts.kernel;
@@ -1075,6 +1093,8 @@ vm_agent_free(struct smx_vm *v)
 
 	hello_free(v->hello);
 	v->hello = NULL;
+	ctl_free(v->ctl);
+	v->ctl = NULL;
 	while ((p = LIST_FIRST(&v->publishes)) != NULL) {
 		LIST_REMOVE(p, entry);
 		evconnlistener_free(p->l);
@@ -1225,11 +1245,13 @@ smx_vm_start(struct smx *smx, struct smx_image *img,
 	char			 initrd[4096], dummy[8], name[32];
 	char			*kernel = NULL, *agent = NULL, *cmdline = NULL;
 	char			*rundir = NULL, *vsock = NULL, *t;
-	const char		*why = NULL;
+	char			*bakedir = NULL;
+	const char		*why = NULL, *snapwhy = NULL;
 	struct smx_vm		*v = NULL;
 	uint64_t		 deadline;
 	unsigned		 i;
 	int			 error = -EINVAL;
+	bool			 bake = false;
 
 	if (err == NULL) {
 		err = dummy;
@@ -1310,6 +1332,39 @@ smx_vm_start(struct smx *smx, struct smx_image *img,
 			rnd = (uint32_t)now_ns() ^ (uint32_t)getpid();
 		snprintf(name, sizeof name, "smx-%08x", rnd);
 		o.name = name;
+	}
+	/* The image's baked snapshot instead of a boot, when it can give
+	 * what this machine asks for; else boot and bake this one when it
+	 * has the default shape (the bake's). */
+	if (o.snapshot == SMX_SNAPSHOT_AUTO) {
+		if (o.nvolumes != 0)
+			snapwhy = "volumes are added at boot";
+		else if (o.dax)
+			snapwhy = "snapshots carry no DAX mappings";
+		else if (o.kernel != NULL)
+			snapwhy = "another kernel was given";
+		else {
+			bakedir = bake_store_dir(img);
+			error = bake_usable(bakedir, initrd, kernel, o.cpus,
+			    o.memory_mib, &snapwhy);
+			if (error == 0) {
+				error = restore_vm(smx, bakedir, o.name,
+				    o.vsock_path, o.console_fd,
+				    o.ready_timeout_ms, img, &v, err, errlen);
+				if (error == 0) {
+					*out = v;
+					goto out;
+				}
+				log_warnx("%s: cannot restore the baked snapshot "
+				    "%s: %s; booting", o.name, bakedir, err);
+				snapwhy = "its restore failed";
+				err[0] = '\0';
+			}
+			bake = error != -ERANGE && o.cpus == 1 &&
+			    o.memory_mib == 256;
+		}
+		log_info("%s: cold boot: %s%s", o.name, snapwhy,
+		    bake ? " (baking one now)" : "");
 	}
 	/* Shares: the image root, then the volumes. */
 	memset(shares, 0, sizeof shares);
@@ -1396,10 +1451,13 @@ smx_vm_start(struct smx *smx, struct smx_image *img,
 		vm_abandon(v);
 		goto out;
 	}
+	if (bake)
+		(void)bake_after_boot(v, bakedir, initrd, kernel, NULL);
 	*out = v;
 	error = 0;
 
 out:
+	free(bakedir);
 	for (i = 0; i < SMX_MAX_VOLUMES; i++) {
 		free(vpath[i]);
 		free(vtag[i]);
@@ -1434,6 +1492,7 @@ struct job {
 	volatile bool	 done;
 	int		 rc;
 	char		 err[512];
+	uint64_t	 deadline_ns;	/* 0: wait as long as it takes */
 
 	/* arguments and results */
 	struct agent_exec		 x;
@@ -1503,12 +1562,17 @@ job_run(struct smx_vm *v, struct job *j, char *err, size_t errlen)
 		    strerror(-error));
 		return error;
 	}
-	(void)smx_wait(v->smx, &j->done, v, 0, 0);
+	error = smx_wait(v->smx, &j->done, v, j->deadline_ns, 0);
 	if (!j->done) {
 		/* The machine ended (or the loop failed): unblock it. */
 		shutdown(j->fd, SHUT_RDWR);
 		while (!j->done)
 			(void)smx_wait(v->smx, &j->done, NULL, 0, 0);
+		if (error == -ETIMEDOUT) {
+			j->rc = -ETIMEDOUT;
+			snprintf(j->err, sizeof j->err, "the guest agent did "
+			    "not answer in time");
+		}
 		if (j->rc == 0)
 			j->rc = -ECONNRESET;
 		if (v->end != SMX_END_RUNNING)
@@ -1621,9 +1685,9 @@ smx_exec(struct smx_vm *v, const struct smx_exec_opts *oin,
 		return -EINVAL;
 	}
 	memcpy(&o, oin, oin->size);
-	if (img == NULL) {
-		snprintf(err, errlen, "smx_exec: the machine was not started "
-		    "from an image (smx_vm_start)");
+	if (img == NULL && (o.argv == NULL || o.argv[0] == NULL)) {
+		snprintf(err, errlen, "smx_exec: give a command: the machine "
+		    "has no image to take one from");
 		return -EINVAL;
 	}
 	if (o.argv != NULL && o.argv[0] != NULL)
@@ -1642,14 +1706,14 @@ smx_exec(struct smx_vm *v, const struct smx_exec_opts *oin,
 			return -EINVAL;
 		}
 	}
-	env = env_merge(img->env, o.env);
+	env = env_merge(img != NULL ? img->env : NULL, o.env);
 
 	j = xcalloc(1, sizeof *j);
 	agent_exec_init(&j->x);
 	j->x.argv = argv;
 	j->x.env = (const char *const *)env;
-	j->x.cwd = o.cwd != NULL ? o.cwd : img->workdir;
-	j->x.user = o.user != NULL ? o.user : img->user;
+	j->x.cwd = o.cwd != NULL || img == NULL ? o.cwd : img->workdir;
+	j->x.user = o.user != NULL || img == NULL ? o.user : img->user;
 	j->x.tty = o.tty != 0;
 	j->x.rows = o.rows;
 	j->x.cols = o.cols;
@@ -2062,5 +2126,843 @@ smx_vm_publish(struct smx_vm *v, const char *host_ip, uint16_t host_port,
 		else
 			*bound = host_port;
 	}
+	return 0;
+}
+
+/*
+ * Snapshots of machines, restores with the agent's fix-ups, and bakes:
+ * an image's snapshot kept in $SMX_HOME/snapshots/<manifest hex>/.
+ */
+struct snap_wait {
+	struct smx	*smx;
+	struct vm	*vm;
+	char		*dir;
+	char		*base;		/* a diff's base, or NULL */
+	unsigned	 flags;		/* SMX_SNAPSHOT_* */
+	volatile bool	 paused;	/* captured (or failed), going on */
+	volatile bool	 done;		/* on disk (or failed) */
+	int		 error;
+	char		 reason[256];
+	/* Called (on the reactor thread) once done, or NULL: a waiter
+	 * looks at done. */
+	void		(*done_fn)(struct snap_wait *);
+	void		*arg;
+};
+
+static void
+snap_finish(struct snap_wait *w)
+{
+	w->done = true;
+	if (w->done_fn != NULL)
+		w->done_fn(w);
+	else
+		reactor_stop(w->smx->r);
+}
+
+static void
+snap_done_cb(int error, const char *reason, void *arg)
+{
+	struct snap_wait	*w = arg;
+
+	w->error = error;
+	snprintf(w->reason, sizeof w->reason, "%s", reason);
+	snap_finish(w);
+}
+
+static void
+snap_paused_cb(struct vm *vm, void *arg)
+{
+	struct snap_wait	*w = arg;
+	int			 error;
+
+	if (w->base != NULL)
+		error = snapshot_capture_diff(vm, w->smx->r, w->base, w->dir,
+		    snap_done_cb, w, w->reason, sizeof w->reason);
+	else
+		error = snapshot_capture(vm, w->smx->r, w->dir, snap_done_cb,
+		    w, w->reason, sizeof w->reason);
+	/* Memory is frozen in the writer: the machine may go on now. */
+	w->paused = true;
+	vm_resume(vm);
+	if (w->flags & SMX_SNAPSHOT_STOP)
+		vm_stop(vm, VM_END_STOPPED);
+	if (error != 0) {
+		w->error = error;
+		snap_finish(w);
+	} else if (w->done_fn == NULL)
+		reactor_stop(w->smx->r);
+}
+
+/* Start a snapshot of v into dir: 0 (w->done_fn or done follow) or
+ * -errno with the reason in err. */
+static int
+snap_start(struct smx_vm *v, struct snap_wait *w, char *err, size_t errlen)
+{
+	const struct vm_config	*cfg;
+	int			 error;
+
+	if (v->end != SMX_END_RUNNING) {
+		snprintf(err, errlen, "machine %s is not running",
+		    v->name != NULL ? v->name : "?");
+		return -ESRCH;
+	}
+	cfg = vm_get_config(v->vm);
+	for (unsigned i = 0; i < cfg->nshares; i++)
+		if (cfg->shares[i].dax) {
+			snprintf(err, errlen, "share %s is mapped with DAX, "
+			    "which a snapshot cannot carry (run without --dax)",
+			    cfg->shares[i].tag);
+			return -ENOTSUP;
+		}
+	w->smx = v->smx;
+	w->vm = v->vm;
+	if ((error = vm_pause(v->vm, snap_paused_cb, w)) != 0) {
+		snprintf(err, errlen, "cannot pause the machine: %s",
+		    strerror(-error));
+		return error;
+	}
+	return 0;
+}
+
+int
+smx_vm_snapshot(struct smx_vm *v, const char *dir, unsigned flags, char *err,
+    size_t errlen)
+{
+	static const bool	 never = false;
+	struct snap_wait	 w;
+	char			 dummy[8];
+	int			 error;
+
+	if (err == NULL) {
+		err = dummy;
+		errlen = sizeof dummy;
+	}
+	memset(&w, 0, sizeof w);
+	w.dir = (char *)dir;
+	w.flags = flags;
+	if ((error = snap_start(v, &w, err, errlen)) != 0)
+		return error;
+	while (!w.paused && v->end == SMX_END_RUNNING)
+		(void)smx_wait(v->smx, &w.paused, v, 0, 0);
+	if (!w.paused) {
+		snprintf(err, errlen, "the machine ended before it paused");
+		return -ESRCH;
+	}
+	while (!w.done)
+		(void)smx_wait(v->smx, &w.done, NULL, 0, 0);
+	if (flags & SMX_SNAPSHOT_STOP)
+		while (v->end == SMX_END_RUNNING)
+			if (smx_wait(v->smx, &never, v, 0, 0) != 0)
+				break;
+	if (w.error != 0) {
+		snprintf(err, errlen, "snapshot into %s: %s", dir, w.reason);
+		return w.error;
+	}
+	return 0;
+}
+
+int
+smx_vm_restored(const struct smx_vm *v)
+{
+	return v->restored;
+}
+
+void
+smx_restore_opts_init(struct smx_restore_opts *o)
+{
+	memset(o, 0, sizeof *o);
+	o->size = sizeof *o;
+	o->console_fd = -1;
+	o->ready_timeout_ms = DEFAULT_READY_MS;
+}
+
+/* A_FIXUP: the host's wall clock read as late as possible (after the
+ * handshake), fresh entropy, the clone's hostname. */
+static int
+job_fixup(struct job *j)
+{
+	struct timespec	ts;
+	uint8_t		rnd[64];
+
+	if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+		snprintf(j->err, sizeof j->err, "getrandom: %s",
+		    strerror(errno));
+		return -EIO;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return agent_fixup(j->fd, (uint64_t)ts.tv_sec * 1000000000ULL +
+	    (uint64_t)ts.tv_nsec, rnd, sizeof rnd, j->path, j->err,
+	    sizeof j->err);
+}
+
+/* Restore dir, start it and fix the guest up (see smx_restore). */
+static int
+restore_vm(struct smx *smx, const char *dir, const char *name,
+    const char *vsock_path, int console_fd, uint64_t timeout_ms,
+    struct smx_image *img, struct smx_vm **out, char *err, size_t errlen)
+{
+	struct snapshot_restore_opts	 ro;
+	struct smx_vm			*v;
+	struct job			 j;
+	char				 gen[32];
+	uint64_t			 t0 = now_ns(), deadline;
+	uint32_t			 rnd;
+	unsigned			 tries;
+	int				 error;
+
+	if (name != NULL && !hostname_ok(name)) {
+		snprintf(err, errlen, "name '%s': use letters, digits, '-' and "
+		    "'.' (at most 63)", name);
+		return -EINVAL;
+	}
+	if (name == NULL) {
+		if (getentropy(&rnd, sizeof rnd) != 0)
+			rnd = (uint32_t)now_ns() ^ (uint32_t)getpid();
+		snprintf(gen, sizeof gen, "smx-%08x", rnd);
+		name = gen;
+	}
+	v = xcalloc(1, sizeof *v);
+	v->smx = smx;
+	if (vsock_path != NULL)
+		v->vsock = xstrdup(vsock_path);
+	else if ((v->rundir = make_rundir()) != NULL)
+		xasprintf(&v->vsock, "%s/vsock", v->rundir);
+	else {
+		error = -errno;
+		snprintf(err, errlen, "cannot create the machine's run "
+		    "directory (set SMX_RUNDIR?): %s", strerror(errno));
+		free(v);
+		return error;
+	}
+	snapshot_restore_opts_init(&ro);
+	ro.console_fd = console_fd;
+	ro.vsock_path = v->vsock;
+	if ((v->vm = snapshot_restore(smx->r, dir, &ro, err, errlen)) == NULL) {
+		error = -EINVAL;
+		goto err_free;
+	}
+	if ((error = vm_start(v->vm, smx_vm_end_cb, v)) != 0) {
+		snprintf(err, errlen, "cannot start the machine: %s",
+		    strerror(-error));
+		goto err_free;
+	}
+	smx->running++;
+	v->next = smx->vms;
+	smx->vms = v;
+	v->name = xstrdup(name);
+	if (img != NULL) {
+		v->img = img;
+		img->refs++;
+	}
+	v->restored = true;
+	/* The agent was listening when the snapshot was taken and still
+	 * is (listeners survive the vsock transport reset): reaching it
+	 * is the readiness check. */
+	v->ready = true;
+	/* The guest's driver resets every connected stream when it takes
+	 * the TRANSPORT_RESET event, which may come after our connection:
+	 * try again until the deadline (A_FIXUP may safely run twice). */
+	deadline = now_ns() + (timeout_ms != 0 ? timeout_ms :
+	    DEFAULT_READY_MS) * 1000000ULL;
+	for (tries = 1;; tries++) {
+		static const bool	never = false;
+
+		memset(&j, 0, sizeof j);
+		j.fn = job_fixup;
+		j.path = v->name;
+		j.deadline_ns = deadline;
+		if ((error = job_run(v, &j, err, errlen)) == 0)
+			break;
+		log_debug("%s: fixup, try %u: %s", v->name, tries, err);
+		if (v->end != SMX_END_RUNNING || error == -ETIMEDOUT ||
+		    now_ns() >= deadline || smx->stop_signal != 0) {
+			vm_abandon(v);
+			return error;
+		}
+		(void)smx_wait(smx, &never, v, now_ns() + 10000000ULL, 0);
+	}
+	log_info("%s: restored from snapshot %s, agent fixed up after "
+	    "%.1f ms (%u tries)", v->name, dir, (double)(now_ns() - t0) / 1e6,
+	    tries);
+	*out = v;
+	return 0;
+
+err_free:
+	vm_free(v->vm);
+	if (v->rundir != NULL)
+		remove_rundir(v->rundir);
+	free(v->rundir);
+	free(v->vsock);
+	free(v);
+	return error;
+}
+
+int
+smx_restore(struct smx *smx, const char *dir, const struct smx_restore_opts *oin,
+    struct smx_vm **out, char *err, size_t errlen)
+{
+	struct smx_restore_opts	o;
+	char			dummy[8];
+
+	if (err == NULL) {
+		err = dummy;
+		errlen = sizeof dummy;
+	}
+	smx_restore_opts_init(&o);
+	if (oin != NULL) {
+		if (oin->size < sizeof(size_t) || oin->size > sizeof o) {
+			snprintf(err, errlen, "smx_restore: bad options size "
+			    "%zu", oin->size);
+			return -EINVAL;
+		}
+		memcpy(&o, oin, oin->size);
+	}
+	if (smx->stop_signal != 0) {
+		snprintf(err, errlen, "stopped by signal %d", smx->stop_signal);
+		return -EINTR;
+	}
+	return restore_vm(smx, dir, o.name, o.vsock_path, o.console_fd,
+	    o.ready_timeout_ms, o.image, out, err, errlen);
+}
+
+void
+smx_bake_opts_init(struct smx_bake_opts *o)
+{
+	memset(o, 0, sizeof *o);
+	o->size = sizeof *o;
+	o->console_fd = -1;
+}
+
+#define BAKE_META	"bake.json"
+
+/* $SMX_HOME/snapshots/<manifest digest hex>. */
+static char *
+bake_store_dir(const struct smx_image *img)
+{
+	const char	*hex = strchr(img->digest, ':');
+	char		*p;
+
+	xasprintf(&p, "%s/snapshots/%s", smx_home(),
+	    hex != NULL ? hex + 1 : img->digest);
+	return p;
+}
+
+/*
+ * Whether the bake in dir can stand in for booting this machine: 0, or
+ * -ENOENT (none), -ESTALE (made with another agent, kernel or rootfs, or
+ * damaged), -ERANGE (another shape); *why says which.
+ */
+static int
+bake_usable(const char *dir, const char *initrd, const char *kernel,
+    uint32_t cpus, uint64_t memory_mib, const char **why)
+{
+	const cJSON	*x;
+	cJSON		*m;
+	char		*path, *buf = NULL, err[256];
+	size_t		 len = 0;
+	uint64_t	 mib;
+	unsigned	 ncpus;
+	FILE		*f;
+	int		 error = -ESTALE;
+
+	xasprintf(&path, "%s/" BAKE_META, dir);
+	f = fopen(path, "re");
+	free(path);
+	if (f == NULL) {
+		*why = "the image has no baked snapshot yet";
+		return -ENOENT;
+	}
+	buf = xmalloc(META_MAX);
+	len = fread(buf, 1, META_MAX - 1, f);
+	fclose(f);
+	buf[len] = '\0';
+	m = cJSON_Parse(buf);
+	free(buf);
+	*why = "the baked snapshot was made with another agent, kernel or "
+	    "rootfs";
+#define META_IS(k, want) \
+	((x = cJSON_GetObjectItemCaseSensitive(m, k)) != NULL && \
+	    cJSON_IsString(x) && strcmp(x->valuestring, (want)) == 0)
+	if (m == NULL || !META_IS("initrd", initrd) ||
+	    !META_IS("kernel", kernel))
+		goto out;
+#undef META_IS
+	if (snapshot_check(dir, false, &mib, &ncpus, err, sizeof err) != 0) {
+		log_debug("baked snapshot %s: %s", dir, err);
+		*why = "the baked snapshot is damaged";
+		goto out;
+	}
+	if (ncpus != cpus || mib != memory_mib) {
+		*why = "the machine's cpus or memory differ from the bake's";
+		error = -ERANGE;
+		goto out;
+	}
+	error = 0;
+out:
+	cJSON_Delete(m);
+	return error;
+}
+
+/* Take the bake lock of final ("<final>.lock"); wait for it or not.
+ * The fd, -EBUSY when another bake holds it, or -errno. */
+static int
+bake_lock(struct smx *smx, const char *final, bool wait)
+{
+	char	*path;
+	int	 fd, error;
+
+	xasprintf(&path, "%s.lock", final);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	free(path);
+	if (fd == -1)
+		return -errno;
+	while (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		static const bool	never = false;
+
+		error = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		if (!wait || error != -EBUSY || smx->stop_signal != 0) {
+			close(fd);
+			return error;
+		}
+		(void)smx_wait(smx, &never, NULL, now_ns() + 100000000ULL, 0);
+	}
+	return fd;
+}
+
+/*
+ * Snapshot v into final: into "<final>.tmp-<pid>" first, with its
+ * bake.json, then renamed in (an older bake moved aside and removed:
+ * machines restored from it keep their private mapping).
+ */
+static int
+bake_into(struct smx_vm *v, const char *final, const char *initrd,
+    const char *kernel, const char *warmup, unsigned flags, bool wait,
+    char *err, size_t errlen)
+{
+	const struct vm_config	*cfg = vm_get_config(v->vm);
+	cJSON			*m;
+	char			*tmp, *old, *meta, *text;
+	FILE			*f;
+	int			 lock, error;
+
+	if ((lock = bake_lock(v->smx, final, wait)) < 0) {
+		snprintf(err, errlen, "%s: %s", final, lock == -EBUSY ?
+		    "another bake of it is running" : strerror(-lock));
+		return lock;
+	}
+	xasprintf(&tmp, "%s.tmp-%ld", final, (long)getpid());
+	xasprintf(&old, "%s.old-%ld", final, (long)getpid());
+	(void)rm_tree_at(AT_FDCWD, tmp, NULL);
+	if ((error = smx_vm_snapshot(v, tmp, flags, err, errlen)) != 0)
+		goto out;
+	m = cJSON_CreateObject();
+	cJSON_AddStringToObject(m, "image", v->img != NULL ? v->img->ref : "");
+	cJSON_AddStringToObject(m, "initrd", initrd);
+	cJSON_AddStringToObject(m, "kernel", kernel);
+	cJSON_AddNumberToObject(m, "cpus", cfg->ncpus);
+	cJSON_AddNumberToObject(m, "memory_mib", (double)cfg->memory_mib);
+	if (warmup != NULL)
+		cJSON_AddStringToObject(m, "warmup", warmup);
+	text = cJSON_Print(m);
+	cJSON_Delete(m);
+	xasprintf(&meta, "%s/" BAKE_META, tmp);
+	error = 0;
+	if ((f = fopen(meta, "we")) == NULL || fputs(text, f) == EOF ||
+	    fflush(f) == EOF || fsync(fileno(f)) == -1)
+		error = -errno;
+	if (f != NULL && fclose(f) == EOF && error == 0)
+		error = -errno;
+	free(meta);
+	free(text);
+	if (error != 0) {
+		snprintf(err, errlen, "%s: %s", meta, strerror(-error));
+		goto out_rm;
+	}
+	if (rename(tmp, final) == -1) {
+		if (errno != ENOTEMPTY && errno != EEXIST) {
+			error = -errno;
+			snprintf(err, errlen, "rename to %s: %s", final,
+			    strerror(errno));
+			goto out_rm;
+		}
+		if (rename(final, old) == -1 || rename(tmp, final) == -1) {
+			error = -errno;
+			snprintf(err, errlen, "replace %s: %s", final,
+			    strerror(errno));
+			goto out_rm;
+		}
+		(void)rm_tree_at(AT_FDCWD, old, NULL);
+	}
+	goto out;
+
+out_rm:
+	(void)rm_tree_at(AT_FDCWD, tmp, NULL);
+out:
+	close(lock);
+	free(tmp);
+	free(old);
+	return error;
+}
+
+/* The machine just booted is the image's bake: snapshot it and let it
+ * go on.  A failure only costs the next run a boot. */
+static int
+bake_after_boot(struct smx_vm *v, const char *final, const char *initrd,
+    const char *kernel, const char *warmup)
+{
+	char		err[512];
+	char		*parent;
+	uint64_t	t0 = now_ns();
+	int		error;
+
+	xasprintf(&parent, "%s/snapshots", smx_home());
+	(void)mkdir(parent, 0755);
+	free(parent);
+	if ((error = bake_into(v, final, initrd, kernel, warmup, 0, false,
+	    err, sizeof err)) != 0)
+		log_info("%s: not baked: %s", v->name, err);
+	else
+		log_info("%s: baked into %s in %.1f ms", v->name, final,
+		    (double)(now_ns() - t0) / 1e6);
+	return error;
+}
+
+int
+smx_image_bake(struct smx *smx, struct smx_image *img,
+    const struct smx_bake_opts *oin, char *path, size_t pathlen, char *err,
+    size_t errlen)
+{
+	struct smx_bake_opts	 o;
+	struct smx_vm_opts	 vo;
+	struct smx_exec_opts	 eo;
+	struct smx_exec_result	 res;
+	struct smx_vm		*v = NULL;
+	const char		*argv[4];
+	char			 initrd[4096], dummy[8];
+	char			*final = NULL, *kernel = NULL, *agent = NULL;
+	char			*parent;
+	int			 error;
+
+	if (err == NULL) {
+		err = dummy;
+		errlen = sizeof dummy;
+	}
+	smx_bake_opts_init(&o);
+	if (oin != NULL) {
+		if (oin->size < sizeof(size_t) || oin->size > sizeof o) {
+			snprintf(err, errlen, "smx_image_bake: bad options "
+			    "size %zu", oin->size);
+			return -EINVAL;
+		}
+		memcpy(&o, oin, oin->size);
+	}
+	if (o.dir != NULL)
+		final = xstrdup(o.dir);
+	else {
+		final = bake_store_dir(img);
+		xasprintf(&parent, "%s/snapshots", smx_home());
+		(void)mkdir(parent, 0755);
+		free(parent);
+	}
+	smx_vm_opts_init(&vo);
+	vo.console_fd = o.console_fd;
+	if ((error = smx_vm_start(smx, img, &vo, &v, err, errlen)) != 0)
+		goto out;
+	/* What bake.json records (smx_vm_start found them just now). */
+	xasprintf(&kernel, "%s/kernel/vmlinux-%s", smx_home(),
+	    SMX_KERNEL_KEY);
+	if ((agent = find_agent()) == NULL ||
+	    (error = image_initramfs_get(smx_home(), agent, initrd,
+	    sizeof initrd, err, errlen)) != 0) {
+		if (agent == NULL) {
+			snprintf(err, errlen, "the guest agent vanished");
+			error = -ENOENT;
+		}
+		goto out_vm;
+	}
+	if (o.warmup != NULL) {
+		argv[0] = "/bin/sh";
+		argv[1] = "-c";
+		argv[2] = o.warmup;
+		argv[3] = NULL;
+		smx_exec_opts_init(&eo);
+		eo.argv = argv;
+		eo.stdin_fd = eo.stdout_fd = eo.stderr_fd = -1;
+		if ((error = smx_exec(v, &eo, &res, err, errlen)) != 0)
+			goto out_vm;
+		if (res.status != 0) {
+			snprintf(err, errlen, "the warmup command exited %d: "
+			    "%.200s", res.status, res.err != NULL ? res.err :
+			    "");
+			smx_exec_result_free(&res);
+			error = -ECANCELED;
+			goto out_vm;
+		}
+		smx_exec_result_free(&res);
+	}
+	error = bake_into(v, final, initrd, kernel, o.warmup,
+	    SMX_SNAPSHOT_STOP, true, err, errlen);
+	if (error == 0 && path != NULL)
+		snprintf(path, pathlen, "%s", final);
+out_vm:
+	vm_abandon(v);
+out:
+	free(final);
+	free(kernel);
+	free(agent);
+	return error;
+}
+
+/*
+ * The control socket: one JSON line in, one out, per connection.  A
+ * snapshot runs asynchronously (no wait may run inside a reactor
+ * callback); a connection whose machine goes away meanwhile is orphaned
+ * and freed when the snapshot ends.
+ */
+struct ctl {
+	struct smx_vm		*v;
+	char			*path;
+	int			 fd;
+	struct reactor_fd	*rfd;
+	LIST_HEAD(, ctl_conn)	 conns;
+};
+
+struct ctl_conn {
+	struct ctl		*ctl;		/* NULL once orphaned */
+	int			 fd;
+	struct reactor_fd	*rfd;
+	struct snap_wait	*snap;		/* running, or NULL */
+	char			 buf[4096];
+	size_t			 len;
+	LIST_ENTRY(ctl_conn)	 entry;
+};
+
+static void
+ctl_conn_free(struct ctl_conn *c)
+{
+	if (c->rfd != NULL)
+		reactor_del_fd(c->rfd);
+	c->rfd = NULL;
+	if (c->fd != -1)
+		close(c->fd);
+	c->fd = -1;
+	if (c->ctl != NULL)
+		LIST_REMOVE(c, entry);
+	c->ctl = NULL;
+	if (c->snap != NULL)
+		return;		/* freed by ctl_snap_done */
+	free(c);
+}
+
+/* Answer and close. */
+static void
+ctl_reply(struct ctl_conn *c, const char *error)
+{
+	cJSON	*m = cJSON_CreateObject();
+	char	*text;
+
+	cJSON_AddBoolToObject(m, "ok", error == NULL);
+	if (error != NULL)
+		cJSON_AddStringToObject(m, "error", error);
+	text = cJSON_PrintUnformatted(m);
+	cJSON_Delete(m);
+	if (c->fd != -1) {
+		/* A short line to a fresh socket: its buffer takes it. */
+		(void)send(c->fd, text, strlen(text), MSG_NOSIGNAL);
+		(void)send(c->fd, "\n", 1, MSG_NOSIGNAL);
+	}
+	free(text);
+	ctl_conn_free(c);
+}
+
+static void
+ctl_snap_done(struct snap_wait *w)
+{
+	struct ctl_conn	*c = w->arg;
+	char		 msg[512];
+	bool		 failed;
+
+	c->snap = NULL;
+	failed = w->error != 0;
+	if (failed)
+		snprintf(msg, sizeof msg, "snapshot into %s: %s", w->dir,
+		    w->reason);
+	else if (c->ctl != NULL)
+		log_info("%s: snapshot written to %s", c->ctl->v->name, w->dir);
+	free(w->dir);
+	free(w->base);
+	free(w);
+	if (c->fd == -1 && c->ctl == NULL) {
+		free(c);	/* orphaned */
+		return;
+	}
+	ctl_reply(c, failed ? msg : NULL);
+}
+
+static void
+ctl_request(struct ctl_conn *c, const char *line)
+{
+	struct snap_wait	*w;
+	const cJSON		*op, *dir, *base;
+	cJSON			*m;
+	char			 err[512];
+
+	if ((m = cJSON_Parse(line)) == NULL) {
+		ctl_reply(c, "the request is not JSON");
+		return;
+	}
+	op = cJSON_GetObjectItemCaseSensitive(m, "op");
+	dir = cJSON_GetObjectItemCaseSensitive(m, "dir");
+	base = cJSON_GetObjectItemCaseSensitive(m, "base");
+	if (!cJSON_IsString(op)) {
+		ctl_reply(c, "the request has no \"op\"");
+	} else if (strcmp(op->valuestring, "ping") == 0) {
+		ctl_reply(c, NULL);
+	} else if (strcmp(op->valuestring, "snapshot") == 0) {
+		if (!cJSON_IsString(dir) || dir->valuestring[0] != '/') {
+			ctl_reply(c, "snapshot: give \"dir\", an absolute path");
+			goto out;
+		}
+		if (base != NULL && (!cJSON_IsString(base) ||
+		    base->valuestring[0] != '/')) {
+			ctl_reply(c, "snapshot: \"base\" must be an absolute "
+			    "path");
+			goto out;
+		}
+		w = xcalloc(1, sizeof *w);
+		w->dir = xstrdup(dir->valuestring);
+		if (base != NULL)
+			w->base = xstrdup(base->valuestring);
+		w->done_fn = ctl_snap_done;
+		w->arg = c;
+		if (snap_start(c->ctl->v, w, err, sizeof err) != 0) {
+			free(w->base);
+			free(w->dir);
+			free(w);
+			ctl_reply(c, err);
+			goto out;
+		}
+		c->snap = w;
+		/* Nothing more to read from this connection. */
+		reactor_del_fd(c->rfd);
+		c->rfd = NULL;
+	} else {
+		snprintf(err, sizeof err, "unknown op \"%.64s\"",
+		    op->valuestring);
+		ctl_reply(c, err);
+	}
+out:
+	cJSON_Delete(m);
+}
+
+static void
+ctl_read_cb(int fd, short what, void *arg)
+{
+	struct ctl_conn	*c = arg;
+	char		*nl;
+	ssize_t		 n;
+
+	(void)what;
+	n = read(fd, c->buf + c->len, sizeof c->buf - 1 - c->len);
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		ctl_conn_free(c);
+		return;
+	}
+	c->len += n;
+	c->buf[c->len] = '\0';
+	if ((nl = strchr(c->buf, '\n')) == NULL) {
+		if (c->len == sizeof c->buf - 1)
+			ctl_reply(c, "request line too long");
+		return;
+	}
+	*nl = '\0';
+	ctl_request(c, c->buf);
+}
+
+static void
+ctl_accept_cb(int fd, short what, void *arg)
+{
+	struct ctl	*ctl = arg;
+	struct ctl_conn	*c;
+	int		 s;
+
+	(void)what;
+	if ((s = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) == -1)
+		return;
+	c = xcalloc(1, sizeof *c);
+	c->ctl = ctl;
+	c->fd = s;
+	LIST_INSERT_HEAD(&ctl->conns, c, entry);
+	if ((c->rfd = reactor_add_fd(ctl->v->smx->r, s, REACTOR_READ,
+	    ctl_read_cb, c)) == NULL)
+		ctl_conn_free(c);
+}
+
+static void
+ctl_free(struct ctl *ctl)
+{
+	if (ctl == NULL)
+		return;
+	while (!LIST_EMPTY(&ctl->conns))
+		ctl_conn_free(LIST_FIRST(&ctl->conns));
+	if (ctl->rfd != NULL)
+		reactor_del_fd(ctl->rfd);
+	if (ctl->fd != -1) {
+		close(ctl->fd);
+		unlink(ctl->path);
+	}
+	free(ctl->path);
+	free(ctl);
+}
+
+int
+smx_vm_control(struct smx_vm *v, const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un	 sa;
+	struct ctl		*ctl;
+	char			 dummy[8];
+	int			 error;
+
+	if (err == NULL) {
+		err = dummy;
+		errlen = sizeof dummy;
+	}
+	if (v->ctl != NULL) {
+		snprintf(err, errlen, "the machine has a control socket already");
+		return -EEXIST;
+	}
+	memset(&sa, 0, sizeof sa);
+	sa.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof sa.sun_path) {
+		snprintf(err, errlen, "%s: path too long for a Unix socket",
+		    path);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, path);
+	ctl = xcalloc(1, sizeof *ctl);
+	ctl->v = v;
+	ctl->path = xstrdup(path);
+	LIST_INIT(&ctl->conns);
+	unlink(path);
+	if ((ctl->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0)) == -1 ||
+	    bind(ctl->fd, (struct sockaddr *)&sa, sizeof sa) == -1 ||
+	    listen(ctl->fd, 8) == -1 ||
+	    (ctl->rfd = reactor_add_fd(v->smx->r, ctl->fd, REACTOR_READ,
+	    ctl_accept_cb, ctl)) == NULL) {
+		error = -errno;
+		snprintf(err, errlen, "cannot listen on %s: %s", path,
+		    strerror(errno));
+		if (ctl->fd != -1) {
+			close(ctl->fd);
+			unlink(path);
+		}
+		free(ctl->path);
+		free(ctl);
+		return error;
+	}
+	v->ctl = ctl;
 	return 0;
 }

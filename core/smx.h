@@ -103,7 +103,9 @@ struct smx_share {
 	const char	*path;		/* the host directory */
 	const char	*tag;		/* 1 to 36 bytes */
 	int		 readonly;	/* every change fails with EROFS */
-	int		 dax;		/* a 1 GiB DAX window (mount -o dax) */
+	int		 dax;		/* a DAX window (mount -o dax) */
+	/* Its size in MiB: a power of two from 2 to 65536; 0: 1024. */
+	uint64_t	 dax_window_mib;
 };
 
 /* Fill *o with defaults. */
@@ -182,8 +184,16 @@ struct smx_vm_opts {
 	/* The vsock's host Unix socket (so other processes can reach the
 	 * agent); NULL: one in a private run directory, as smx_boot. */
 	const char	*vsock_path;
+	/* SMX_SNAPSHOT_AUTO: restore the image's baked snapshot (see
+	 * smx_image_bake) instead of booting when the machine asks for
+	 * nothing it cannot give (volumes, DAX, another kernel, cpus or
+	 * memory other than the bake's); without a usable one, boot and
+	 * bake this machine right after its agent is ready. */
+	int		 snapshot;
 };
 #define SMX_MAX_VOLUMES	3
+#define SMX_SNAPSHOT_NONE	0	/* always boot (default) */
+#define SMX_SNAPSHOT_AUTO	1
 
 void	smx_vm_opts_init(struct smx_vm_opts *);
 /*
@@ -264,6 +274,72 @@ int	smx_vm_kill(struct smx_vm *, int sig);
 int	smx_vm_shutdown(struct smx_vm *, uint64_t timeout_ms);
 /* The machine's name (hostname). */
 const char	*smx_vm_name(const struct smx_vm *);
+
+/*
+ * Snapshots.  A snapshot is a directory (state + memory, see
+ * snapshot/snapshot.h).  A machine restored from one runs on from the
+ * moment it was taken, its memory shared copy-on-write with every other
+ * clone; before smx_restore returns, the agent sets the guest's wall
+ * clock to the host's, reseeds the kernel RNG from host entropy and
+ * takes the new hostname (A_FIXUP).  What a snapshot cannot carry: DAX
+ * mappings (machines started from an image with dax refuse), volumes
+ * added later, open connections to the agent.
+ */
+#define SMX_SNAPSHOT_STOP	0x1	/* stop the machine once captured */
+
+/* Pause the machine, capture it into dir (created; files written under
+ * temporary names, state last), then resume it (or stop it with
+ * SMX_SNAPSHOT_STOP).  Waits until the files are on disk. */
+int	smx_vm_snapshot(struct smx_vm *, const char *dir, unsigned flags,
+	    char *err, size_t errlen);
+/* 1 when the machine was made from a snapshot rather than booted. */
+int	smx_vm_restored(const struct smx_vm *);
+/*
+ * Serve a control socket for the machine at path (a Unix stream socket,
+ * closed and removed when the machine ends), so other processes can
+ * reach the one holding it.  Each connection sends one JSON line and
+ * gets one back: {"op":"snapshot","dir":"/absolute/dir"} snapshots the
+ * running machine (as smx_vm_snapshot, resuming it; with
+ * "base":"/absolute/full-snapshot", a diff against it); {"op":"ping"}.
+ * Answers are {"ok":true} or {"ok":false,"error":"one-line reason"}.
+ * Served while the runtime's loop runs (smx_run() or a waiting call).
+ */
+int	smx_vm_control(struct smx_vm *, const char *path, char *err,
+	    size_t errlen);
+
+struct smx_restore_opts {
+	size_t		 size;		/* sizeof(struct smx_restore_opts) */
+	const char	*name;		/* new hostname; NULL: generated */
+	const char	*vsock_path;	/* NULL: a private run directory's */
+	int		 console_fd;	/* guest serial output, -1: none */
+	uint64_t	 ready_timeout_ms; /* agent answer, default 60000 */
+	/* The image the snapshot was made from (exec takes its defaults:
+	 * Entrypoint, Cmd, Env, ...), or NULL: exec needs an argv. */
+	struct smx_image *image;
+};
+void	smx_restore_opts_init(struct smx_restore_opts *);
+/* Make a machine from snapshot dir, start it and apply the agent's
+ * fix-ups; errors as smx_vm_start (plus a bad or missing snapshot). */
+int	smx_restore(struct smx *, const char *dir,
+	    const struct smx_restore_opts *, struct smx_vm **,
+	    char *err, size_t errlen);
+
+struct smx_bake_opts {
+	size_t		 size;		/* sizeof(struct smx_bake_opts) */
+	const char	*warmup;	/* run with /bin/sh -c first, or NULL */
+	const char	*dir;		/* NULL: with the image, in $SMX_HOME
+					 * (what SMX_SNAPSHOT_AUTO restores) */
+	int		 console_fd;	/* guest kernel log, -1: none */
+};
+void	smx_bake_opts_init(struct smx_bake_opts *);
+/* Boot the image in its default shape (1 vCPU, 256 MiB, no DAX) to an
+ * agent ready, run the warmup (a non-zero exit fails the bake), and
+ * snapshot it: atomically (a temporary directory renamed in) and under
+ * a lock, so concurrent bakes of one image do not collide.  The
+ * snapshot's directory goes into path (may be NULL). */
+int	smx_image_bake(struct smx *, struct smx_image *,
+	    const struct smx_bake_opts *, char *path, size_t pathlen,
+	    char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -390,6 +390,98 @@ uart_create(struct vm *vm, struct reactor *r, uint16_t base, unsigned irq,
 	return u;
 }
 
+/*
+ * Snapshot blob: magic "UART", u32 version, then the register file
+ * (IER LCR MCR SCR FCR DLL DLM), the pending THRE flag and the IRQ line
+ * level, then u16 RX FIFO length and its bytes oldest first.  What the
+ * host has not yet written out of the TX buffer is flushed, not saved.
+ */
+#define UART_SAVE_MAGIC		0x54524155	/* "UART" little-endian */
+#define UART_SAVE_VERSION	1
+#define UART_SAVE_FIXED		(4 + 4 + 7 + 2 + 2)
+
+int
+uart_save(struct uart *u, uint8_t **buf, size_t *len)
+{
+	uint8_t		*p;
+	unsigned	 i;
+	uint32_t	 w;
+
+	uart_flush(u);
+	*buf = xreallocarray(*buf, 1, *len + UART_SAVE_FIXED + u->rx_len);
+	p = *buf + *len;
+	w = UART_SAVE_MAGIC;
+	memcpy(p, &w, 4);
+	w = UART_SAVE_VERSION;
+	memcpy(p + 4, &w, 4);
+	p += 8;
+	*p++ = u->ier;
+	*p++ = u->lcr;
+	*p++ = u->mcr;
+	*p++ = u->scr;
+	*p++ = u->fcr;
+	*p++ = u->dll;
+	*p++ = u->dlm;
+	*p++ = u->thre_pending;
+	*p++ = u->irq_level;
+	*p++ = (uint8_t)(u->rx_len & 0xff);
+	*p++ = (uint8_t)(u->rx_len >> 8);
+	for (i = 0; i < u->rx_len; i++)
+		*p++ = u->rx[(u->rx_head + i) % UART_RX_SIZE];
+	*len += UART_SAVE_FIXED + u->rx_len;
+	return 0;
+}
+
+/*
+ * Every field is checked against what the guest could have written, so
+ * a blob can only produce a register state the guest could have made.
+ * The IRQ line is driven to its saved level again: the irqchip state
+ * restored beside it keeps whether the edge was already taken, and KVM
+ * ignores a rising edge on a line whose request is still pending.
+ */
+int
+uart_load(struct uart *u, const uint8_t *buf, size_t len)
+{
+	const uint8_t	*p = buf;
+	uint32_t	 magic, version;
+	unsigned	 rx_len;
+
+	if (len < 8)
+		return -EINVAL;
+	memcpy(&magic, p, 4);
+	memcpy(&version, p + 4, 4);
+	if (magic != UART_SAVE_MAGIC)
+		return -EINVAL;
+	if (version != UART_SAVE_VERSION)
+		return -EPROTO;
+	if (len < UART_SAVE_FIXED)
+		return -EINVAL;
+	p += 8;
+	rx_len = p[9] | (unsigned)p[10] << 8;
+	if (rx_len > UART_RX_SIZE || len != UART_SAVE_FIXED + rx_len ||
+	    (p[0] & ~0x0f) != 0 || (p[2] & ~0x1f) != 0 ||
+	    (p[4] & ~FCR_ENABLE) != 0 || p[7] > 1 || p[8] > 1)
+		return -EINVAL;
+	u->ier = p[0];
+	u->lcr = p[1];
+	u->mcr = p[2];
+	u->scr = p[3];
+	u->fcr = p[4];
+	u->dll = p[5];
+	u->dlm = p[6];
+	u->thre_pending = p[7];
+	u->irq_level = p[8];
+	memcpy(u->rx, p + UART_SAVE_FIXED - 8, rx_len);
+	u->rx_head = 0;
+	u->rx_len = rx_len;
+	u->settled = false;
+	if (u->irq_level)
+		hv_irq_line(vm_hv(u->vm), u->irq, 1);
+	uart_update_irq(u);
+	uart_in_watch(u);
+	return 0;
+}
+
 void
 uart_free(struct uart *u)
 {

@@ -93,6 +93,8 @@ struct vm {
 	struct gmem		 mem;
 	uint8_t			*ram;
 	uint64_t		 ram_size;
+	dev_t			 ram_dev;	/* the ram_file mapped */
+	ino_t			 ram_ino;
 	unsigned		 ncpus;
 	struct vcpu		 vcpus[HV_MAX_VCPUS];
 	struct boot_entry	 entry;
@@ -160,6 +162,7 @@ vm_map_ram(struct vm *vm, char *err, size_t errlen)
 {
 	uint64_t	low, high;
 	struct stat	st;
+	unsigned	flags;
 	int		error, fd = -1;
 
 	if (vm->cfg.ram_file != NULL) {
@@ -180,6 +183,8 @@ vm_map_ram(struct vm *vm, char *err, size_t errlen)
 			close(fd);
 			return -EINVAL;
 		}
+		vm->ram_dev = st.st_dev;
+		vm->ram_ino = st.st_ino;
 	}
 	vm->ram = mmap(NULL, vm->ram_size, PROT_READ | PROT_WRITE,
 	    fd != -1 ? MAP_PRIVATE | MAP_NORESERVE :
@@ -196,14 +201,15 @@ vm_map_ram(struct vm *vm, char *err, size_t errlen)
 		madvise(vm->ram, vm->ram_size, MADV_MERGEABLE);
 	low = MIN(vm->ram_size, LAYOUT_MMIO_GAP);
 	high = vm->ram_size - low;
+	flags = vm->cfg.dirty_log ? HV_MEM_LOG_DIRTY : 0;
 	if ((error = gmem_add(&vm->mem, 0, low, vm->ram)) != 0 ||
-	    (error = hv_mem_map(vm->hv, 0, 0, low, vm->ram, 0)) != 0)
+	    (error = hv_mem_map(vm->hv, 0, 0, low, vm->ram, flags)) != 0)
 		goto fail;
 	if (high != 0) {
 		if ((error = gmem_add(&vm->mem, LAYOUT_HIGH_RAM, high,
 		    vm->ram + low)) != 0 ||
 		    (error = hv_mem_map(vm->hv, 1, LAYOUT_HIGH_RAM, high,
-		    vm->ram + low, 0)) != 0)
+		    vm->ram + low, flags)) != 0)
 			goto fail;
 	}
 	return 0;
@@ -269,7 +275,7 @@ vm_add_devices(struct vm *vm, const struct vm_config *cfg, char *err,
 {
 	struct virtio_host	 host = { vm->r, vm->hv, &vm->mem };
 	unsigned		 i, n;
-	uint64_t		 base;
+	uint64_t		 base, win;
 	uint32_t		 irq;
 	struct fusefs_opts	 fo;
 	const struct vm_share	*sh;
@@ -323,10 +329,20 @@ vm_add_devices(struct vm *vm, const struct vm_config *cfg, char *err,
 			    (unsigned long long)LAYOUT_DAX_MAX_RAM_MIB);
 			return -1;
 		}
+		win = sh->dax_window != 0 ? sh->dax_window : LAYOUT_DAX_WINDOW;
+		if (sh->dax && (win < LAYOUT_DAX_WINDOW_MIN ||
+		    win > LAYOUT_DAX_WINDOW_MAX || (win & (win - 1)) != 0)) {
+			snprintf(err, errlen, "share %s: DAX window of %llu "
+			    "bytes: give a power of two from %llu MiB to %llu "
+			    "GiB", sh->tag, (unsigned long long)win,
+			    LAYOUT_DAX_WINDOW_MIN >> 20,
+			    LAYOUT_DAX_WINDOW_MAX >> 30);
+			return -1;
+		}
 		fusefs_opts_init(&fo);
 		fo.root = sh->path;
 		fo.readonly = sh->readonly;
-		fo.dax_window = sh->dax ? LAYOUT_DAX_WINDOW : 0;
+		fo.dax_window = sh->dax ? win : 0;
 		base = NEXT_BASE;
 		irq = NEXT_IRQ;
 		if (vm_attach_vdev(vm, virtio_fs_create(&host, base, irq, &fo,
@@ -1103,6 +1119,53 @@ uint64_t
 vm_exit_count(const struct vm *vm)
 {
 	return vm->nexits;
+}
+
+struct uart *
+vm_uart(struct vm *vm)
+{
+	return vm->uart;
+}
+
+struct legacy *
+vm_legacy(struct vm *vm)
+{
+	return vm->legacy;
+}
+
+int
+vm_ram_file_id(const struct vm *vm, dev_t *dev, ino_t *ino)
+{
+	if (vm->cfg.ram_file == NULL)
+		return -ENOENT;
+	*dev = vm->ram_dev;
+	*ino = vm->ram_ino;
+	return 0;
+}
+
+/* Slot 0 holds RAM [0, low), slot 1 the rest: low is a multiple of 64
+ * pages, so slot 1's log lands on a word boundary of the bitmap. */
+int
+vm_dirty_log(struct vm *vm, uint64_t *bitmap)
+{
+	uint64_t	 low, words, i, *b;
+	int		 error;
+
+	if (!vm->cfg.dirty_log)
+		return -ENOENT;
+	low = MIN(vm->ram_size, LAYOUT_MMIO_GAP);
+	words = (vm->ram_size / 4096 + 63) / 64;
+	b = xcalloc(words, sizeof(*b));
+	if ((error = hv_mem_dirty_log(vm->hv, 0, b)) != 0)
+		goto out;
+	if (vm->ram_size > low &&
+	    (error = hv_mem_dirty_log(vm->hv, 1, b + low / 4096 / 64)) != 0)
+		goto out;
+	for (i = 0; i < words; i++)
+		bitmap[i] |= b[i];
+out:
+	free(b);
+	return error;
 }
 
 struct vm_ioeventfd {

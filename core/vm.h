@@ -9,6 +9,8 @@
 #ifndef SMX_VM_H
 #define SMX_VM_H
 
+#include <sys/types.h>
+
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -42,12 +44,15 @@ struct vm_disk {
 };
 #define VM_MAX_DISKS	4
 /* A virtio-fs share of a host directory, mounted by tag in the guest;
- * with dax a LAYOUT_DAX_WINDOW window at LAYOUT_DAX_BASE + n * stride. */
+ * with dax a window of dax_window bytes (a power of two from
+ * LAYOUT_DAX_WINDOW_MIN to _MAX; 0: LAYOUT_DAX_WINDOW) at
+ * LAYOUT_DAX_BASE + n * stride. */
 struct vm_share {
 	const char	*path;
 	const char	*tag;
 	bool		 readonly;
 	bool		 dax;
+	uint64_t	 dax_window;
 };
 #define VM_MAX_SHARES	4
 /* virtio-mmio devices: one 4 KiB window and one IOAPIC pin each. */
@@ -83,6 +88,9 @@ struct vm_config {
 	 * vm_start().  NULL: fresh anonymous RAM and a boot.
 	 */
 	const char	*ram_file;
+	/* Have the hypervisor log the pages the guest writes to RAM, for
+	 * vm_dirty_log() (diff snapshots). */
+	bool		 dirty_log;
 };
 
 typedef void (*vm_end_fn)(struct vm *, enum vm_end, void *arg);
@@ -132,6 +140,19 @@ uint8_t		*vm_ram(struct vm *, uint64_t *size);
 unsigned	 vm_nvdev(const struct vm *);
 struct virtio_dev *vm_vdev(struct vm *, unsigned i, uint32_t *device_id);
 uint64_t	 vm_exit_count(const struct vm *);
+struct uart	*vm_uart(struct vm *);
+struct legacy	*vm_legacy(struct vm *);
+/* The file RAM is mapped from (cfg.ram_file as it was opened: the path
+ * may name another file since), or -ENOENT for anonymous RAM. */
+int		 vm_ram_file_id(const struct vm *, dev_t *, ino_t *);
+/*
+ * With cfg.dirty_log: OR into bitmap (one bit per 4 KiB page of RAM as
+ * vm_ram() lays it out, bit i of word i / 64) the pages the guest wrote
+ * since the last call (or since creation), and restart the log.  Pages
+ * the host wrote into guest memory are not in it.  -ENOENT without
+ * dirty_log.  The vCPUs should be paused for a consistent answer.
+ */
+int		 vm_dirty_log(struct vm *, uint64_t *bitmap) WUR;
 
 /*
  * The port-I/O bus.  A handler owns [base, base + len).  Reads fill
@@ -172,11 +193,20 @@ struct uart	*uart_create(struct vm *, struct reactor *, uint16_t base,
 		    unsigned irq, int out_fd, int in_fd);
 void		 uart_flush(struct uart *);
 void		 uart_free(struct uart *);
+/* Snapshot: append a versioned blob of the registers, RX FIFO and IRQ
+ * state to *buf; load one into a UART just created (0, -EINVAL for a
+ * malformed blob, -EPROTO for another version). */
+int		 uart_save(struct uart *, uint8_t **buf, size_t *len) WUR;
+int		 uart_load(struct uart *, const uint8_t *buf, size_t len) WUR;
 
 /* Legacy PC ports a kernel touches: CMOS RTC, i8042 reset, 0xcf9
  * reset, POST port (core/legacy.c). */
 struct legacy	*legacy_create(struct vm *);
 void		 legacy_free(struct legacy *);
+/* Snapshot of the CMOS index and RAM, as uart_save()/uart_load(). */
+int		 legacy_save(struct legacy *, uint8_t **buf, size_t *len) WUR;
+int		 legacy_load(struct legacy *, const uint8_t *buf, size_t len)
+		    WUR;
 /* Called by the legacy devices: the guest asked for a reset. */
 void		 vm_request_end(struct vm *, enum vm_end, const char *detail);
 

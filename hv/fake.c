@@ -48,6 +48,7 @@ struct fake_slot {
 	uint64_t	 size;
 	void		*hva;
 	unsigned	 flags;
+	uint64_t	*dirty;		/* with HV_MEM_LOG_DIRTY */
 };
 
 struct hv {
@@ -147,6 +148,8 @@ hv_destroy(struct hv *hv)
 	if (hv == NULL)
 		return;
 	pthread_mutex_destroy(&hv->lock);
+	for (unsigned i = 0; i < HV_FAKE_MAX_SLOTS; i++)
+		free(hv->slots[i].dirty);
 	free(hv->irqfds);
 	free(hv->ioevents);
 	free(hv);
@@ -178,11 +181,14 @@ hv_mem_map(struct hv *hv, uint32_t slot, uint64_t gpa, uint64_t size,
 		}
 	}
 	s = &hv->slots[slot];
+	free(s->dirty);
 	s->used = true;
 	s->gpa = gpa;
 	s->size = size;
 	s->hva = hva;
 	s->flags = flags;
+	s->dirty = (flags & HV_MEM_LOG_DIRTY) ? xcalloc((size / FAKE_PAGE +
+	    63) / 64, sizeof(uint64_t)) : NULL;
 out:
 	pthread_mutex_unlock(&hv->lock);
 	return rc;
@@ -195,9 +201,56 @@ hv_mem_unmap(struct hv *hv, uint32_t slot)
 	if (slot >= HV_FAKE_MAX_SLOTS)
 		return -EINVAL;
 	pthread_mutex_lock(&hv->lock);
+	free(hv->slots[slot].dirty);
 	memset(&hv->slots[slot], 0, sizeof(hv->slots[slot]));
 	pthread_mutex_unlock(&hv->lock);
 	return 0;
+}
+
+/* Hand out the slot's log and start a new one, as KVM_GET_DIRTY_LOG. */
+int
+hv_mem_dirty_log(struct hv *hv, uint32_t slot, uint64_t *bitmap)
+{
+	struct fake_slot	*s;
+	size_t			 words;
+	int			 rc = 0;
+
+	if (slot >= HV_FAKE_MAX_SLOTS)
+		return -EINVAL;
+	pthread_mutex_lock(&hv->lock);
+	s = &hv->slots[slot];
+	if (!s->used || s->dirty == NULL) {
+		rc = -ENOENT;
+		goto out;
+	}
+	words = (s->size / FAKE_PAGE + 63) / 64;
+	memcpy(bitmap, s->dirty, words * sizeof(uint64_t));
+	memset(s->dirty, 0, words * sizeof(uint64_t));
+out:
+	pthread_mutex_unlock(&hv->lock);
+	return rc;
+}
+
+/* The "guest" wrote [gpa, gpa + len): log it where a slot logs. */
+void
+hv_fake_guest_dirty(struct hv *hv, uint64_t gpa, uint64_t len)
+{
+	struct fake_slot	*s;
+	uint64_t		 a, end;
+	unsigned		 i;
+
+	pthread_mutex_lock(&hv->lock);
+	for (i = 0; i < HV_FAKE_MAX_SLOTS; i++) {
+		s = &hv->slots[i];
+		if (!s->used || s->dirty == NULL)
+			continue;
+		a = MAX(gpa, s->gpa) / FAKE_PAGE * FAKE_PAGE;
+		end = MIN(gpa + len, s->gpa + s->size);
+		for (; a < end; a += FAKE_PAGE)
+			s->dirty[(a - s->gpa) / FAKE_PAGE / 64] |=
+			    1ULL << ((a - s->gpa) / FAKE_PAGE % 64);
+	}
+	pthread_mutex_unlock(&hv->lock);
 }
 
 /* Record an irq line level and count rising edges. */
@@ -798,7 +851,7 @@ int
 hv_restore(struct hv *hv, const uint8_t *buf, size_t len)
 {
 	struct fake_irq	irqs[HV_FAKE_MAX_GSI];
-	uint64_t	clock;
+	uint64_t	clock = 0;
 	int		rc;
 
 	if ((rc = hv_blob_check(buf, len, FAKE_VM_MAGIC,

@@ -25,6 +25,10 @@
 bool	hv_fake_slot(struct hv *, uint32_t slot, uint64_t *gpa, uint64_t *size,
 	    void **hva, unsigned *flags);
 
+/* The "guest" wrote [gpa, gpa + len): the pages go into the dirty log
+ * of each slot mapped with HV_MEM_LOG_DIRTY that holds them. */
+void	hv_fake_guest_dirty(struct hv *, uint64_t gpa, uint64_t len);
+
 /*
  * The last level hv_irq_line() set on gsi (0 if never), and in *edges
  * (may be NULL) how many 0 -> 1 transitions it made.

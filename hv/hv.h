@@ -67,6 +67,16 @@ int	hv_mem_map(struct hv *, uint32_t slot, uint64_t gpa, uint64_t size,
 	    void *hva, unsigned flags) WUR;
 int	hv_mem_unmap(struct hv *, uint32_t slot);
 
+/*
+ * The dirty log of a slot mapped with HV_MEM_LOG_DIRTY: fill bitmap (one
+ * bit per page of the slot, bit i in word i / 64; room for the slot's
+ * page count rounded up to 64) with the pages the guest wrote since the
+ * slot was mapped or since the last call, and restart the log.  Writes
+ * the host makes through hva are not seen.  -ENOENT for a slot mapped
+ * without logging or not mapped.
+ */
+int	hv_mem_dirty_log(struct hv *, uint32_t slot, uint64_t *bitmap) WUR;
+
 /* Drive an irqchip input (IOAPIC pin / PIC line) to level 0 or 1. */
 int	hv_irq_line(struct hv *, uint32_t gsi, int level);
 

@@ -431,6 +431,21 @@ hv_mem_unmap(struct hv *hv, uint32_t slot)
 	return xioctl(hv->vm_fd, KVM_SET_USER_MEMORY_REGION, &r);
 }
 
+/* KVM_GET_DIRTY_LOG: without KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled
+ * (we never enable it) the get also clears the log and write-protects
+ * the pages again. */
+int
+hv_mem_dirty_log(struct hv *hv, uint32_t slot, uint64_t *bitmap)
+{
+	struct kvm_dirty_log	l;
+
+	memset(&l, 0, sizeof(l));
+	l.slot = slot;
+	l.dirty_bitmap = bitmap;
+	/* KVM answers -ENOENT for a slot without a log, as promised. */
+	return xioctl(hv->vm_fd, KVM_GET_DIRTY_LOG, &l);
+}
+
 /* Set an irqchip input line. */
 int
 hv_irq_line(struct hv *hv, uint32_t gsi, int level)

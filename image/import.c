@@ -56,24 +56,6 @@ seterr(char *err, size_t len, const char *fmt, ...)
 	va_end(ap);
 }
 
-static int
-write_all(int fd, const void *buf, size_t len)
-{
-	const uint8_t	*p = buf;
-	ssize_t		 n;
-
-	while (len > 0) {
-		if ((n = write(fd, p, len)) == -1) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* A fresh flocked *.tmp file in the store's tmp directory (the lock
  * keeps a concurrent open's crash cleanup away from it). */
 static int

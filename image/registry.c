@@ -105,8 +105,19 @@ struct req {
 
 enum blob_state { B_QUEUED, B_LOCKING, B_FETCHING, B_DONE };
 
+/*
+ * A blob in B_LOCKING is shared with its lock thread, which may outlive
+ * the pull, the reactor and the caller's patience (flock waits for
+ * another pull).  lock_mu orders the hand-off: the thread either finds
+ * pull == NULL (the pull let go: it drops the lock and frees the blob
+ * itself, touching no reactor) or posts blob_lock_done_cb and sets
+ * posted, after which the reactor thread alone owns the blob.
+ */
+static pthread_mutex_t lock_mu = PTHREAD_MUTEX_INITIALIZER;
+
 struct blob {
 	struct image_pull	*pull;		/* NULL: orphaned while locking */
+	bool			 posted;	/* the lock thread is done */
 	TAILQ_ENTRY(blob)	 entry;
 	char			 digest[72];
 	uint64_t		 size;
@@ -240,6 +251,25 @@ blob_close(struct blob *b, bool drop_partial)
 	}
 }
 
+/*
+ * Let go of a blob whose lock thread was started: the thread frees it
+ * when it is still waiting, blob_lock_done_cb when it has posted.  A
+ * posted lock is dropped now, so it never outlives the pull even if
+ * the reactor is freed before that callback runs.
+ */
+static void
+blob_orphan(struct blob *b)
+{
+	bool	posted;
+
+	pthread_mutex_lock(&lock_mu);
+	b->pull = NULL;
+	posted = b->posted;
+	pthread_mutex_unlock(&lock_mu);
+	if (posted)
+		blob_close(b, false);
+}
+
 /* Stop every transfer, drop locks and the gc hold.  Partials stay for
  * the next pull.  Idempotent. */
 static void
@@ -265,8 +295,7 @@ teardown(struct image_pull *p)
 		if (b->req != NULL)
 			req_free(b->req);
 		if (b->state == B_LOCKING) {
-			/* The lock thread still owns it: lock_done_cb frees. */
-			b->pull = NULL;
+			blob_orphan(b);
 			continue;
 		}
 		blob_close(b, false);
@@ -1150,19 +1179,29 @@ out:
 
 static void	blob_lock_done_cb(void *);
 
+/* Take the blob's store lock (flock blocks) and hand it to the pull,
+ * or drop it when the pull is gone: see lock_mu. */
 static void *
 lock_thread(void *arg)
 {
 	struct blob	*b = arg;
-	int		 error;
+	int		 fd = -1, error;
+	bool		 orphan;
 
-	b->lock_error = image_store_lock_blob(b->store, b->digest,
-	    &b->lockfd);
-	if ((error = reactor_post(b->reactor, blob_lock_done_cb, b)) != 0) {
-		log_warnx("registry: cannot wake the reactor: %s",
-		    strerror(-error));
-		if (b->lockfd != -1)
-			close(b->lockfd);	/* the pull hangs; say so */
+	error = image_store_lock_blob(b->store, b->digest, &fd);
+	pthread_mutex_lock(&lock_mu);
+	b->lock_error = error;
+	b->lockfd = error == 0 ? fd : -1;
+	if (!(orphan = b->pull == NULL)) {
+		if (reactor_post(b->reactor, blob_lock_done_cb, b) != 0)
+			fatalx("registry: cannot post to the reactor");
+		b->posted = true;
+	}
+	pthread_mutex_unlock(&lock_mu);
+	if (orphan) {
+		if (error == 0)
+			close(fd);
+		free(b);
 	}
 	return NULL;
 }
@@ -1308,9 +1347,7 @@ blob_lock_done_cb(void *arg)
 	char			*url;
 	int			 error;
 
-	if (p == NULL) {	/* the pull went away while we waited */
-		if (b->lockfd != -1)
-			close(b->lockfd);
+	if (p == NULL) {	/* orphaned after posting: lock dropped */
 		free(b);
 		return;
 	}

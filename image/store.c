@@ -41,24 +41,6 @@ struct image_store {
 
 /* --- small file helpers ----------------------------------------------- */
 
-static int
-write_all(int fd, const void *buf, size_t len)
-{
-	const uint8_t	*p = buf;
-	ssize_t		 n;
-
-	while (len > 0) {
-		if ((n = write(fd, p, len)) == -1) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= n;
-	}
-	return 0;
-}
-
 /* fsync a directory so a rename or unlink inside it is durable. */
 static int
 fsync_dir(const char *dir)

@@ -579,7 +579,7 @@ make_room(struct unpacker *u, int dfd, const char *name, bool is_dir,
 
 /* pwrite all of buf at off. */
 static int
-write_all(int fd, const char *buf, size_t len, off_t off)
+pwrite_all(int fd, const char *buf, size_t len, off_t off)
 {
 	ssize_t	n;
 
@@ -618,7 +618,7 @@ write_data(struct unpacker *u, struct archive *a, struct archive_entry *e,
 			    archive_error_string(a));
 		if (off < 0)
 			return fail(u, -EINVAL, "negative data offset");
-		if ((rc = write_all(fd, buf, len, off)) != 0)
+		if ((rc = pwrite_all(fd, buf, len, off)) != 0)
 			return fail(u, rc, "write: %s", strerror(-rc));
 		u->st->bytes += len;
 	}

@@ -75,10 +75,24 @@ snapshot_export(const char *dir, const char *file, char *err, size_t errlen)
 	char			*path;
 	ZSTD_CCtx		*z = NULL;
 	FILE			*f = NULL;
+	struct snap_state	 st;
+	bool			 diff;
 	int			 fd, rc;
 
 	if ((rc = snapshot_check(dir, false, &mib, NULL, err, errlen)) != 0)
 		return rc;
+	/* A diff's pages mean nothing without its base on the other
+	 * host, so only full snapshots travel. */
+	if ((rc = snap_state_read(dir, &st, err, errlen)) != 0)
+		return rc;
+	diff = st.have_diff;
+	snap_state_free(&st);
+	if (diff) {
+		snprintf(err, errlen, "%s is a diff snapshot: export a full "
+		    "snapshot (restore the diff, snapshot it without --diff)",
+		    dir);
+		return -EINVAL;
+	}
 	xasprintf(&path, "%s/%s", dir, SNAPSHOT_STATE_FILE);
 	rc = read_file(path, SNAP_STATE_MAX, &state, &slen);
 	free(path);

@@ -7,8 +7,9 @@
  *           before this field
  *   body    sections: u32 type, u32 index, u64 length, payload
  *
- * Section order is fixed (config, cpu, memory, vm, vCPUs, devices) and
- * each is checked before it is used: a snapshot is input like any other.
+ * Section order is fixed (config, cpu, memory, a diff's base, vm,
+ * vCPUs, devices, UART, CMOS) and each is checked before it is used: a
+ * snapshot is input like any other.
  */
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -17,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,6 +97,10 @@ config_text(const struct vm_config *c, char **out)
 			rc = -EINVAL;
 		ADD("share=%d:%d:%s:%s\n", c->shares[i].readonly,
 		    c->shares[i].dax, c->shares[i].tag, c->shares[i].path);
+		/* Applies to the share line before it. */
+		if (c->shares[i].dax_window != 0)
+			ADD("share_dax_window=%" PRIu64 "\n",
+			    c->shares[i].dax_window);
 	}
 #undef ADD
 	*out = t;
@@ -203,6 +209,10 @@ config_parse(const uint8_t *p, size_t len, struct snap_config *sc)
 			c->shares[c->nshares].dax = b2;
 			c->shares[c->nshares].tag = f[2];
 			c->shares[c->nshares++].path = f[3];
+		} else if (strcmp(line, "share_dax_window") == 0) {
+			if (c->nshares == 0 || parse_u64(v, &n) != 0)
+				return -EINVAL;
+			c->shares[c->nshares - 1].dax_window = n;
 		}
 		/* Unknown keys are from a newer smx of the same version:
 		 * additions that an older one may ignore. */
@@ -322,15 +332,45 @@ snap_state_read(const char *dir, struct snap_state *st, char *err,
 			st->dev[st->ndev] = buf + off + sizeof(uint32_t);
 			st->dev_len[st->ndev++] = s.len - sizeof(uint32_t);
 			break;
+		case SEC_UART:
+			if (st->uart != NULL)
+				goto malformed;
+			st->uart = buf + off;
+			st->uart_len = s.len;
+			break;
+		case SEC_LEGACY:
+			if (st->legacy != NULL)
+				goto malformed;
+			st->legacy = buf + off;
+			st->legacy_len = s.len;
+			break;
+		case SEC_DIFF:
+			/* A path of 1..PATH_MAX bytes, absolute, no NUL. */
+			if (st->have_diff || s.len <= sizeof(st->diff) ||
+			    s.len > sizeof(st->diff) + PATH_MAX ||
+			    buf[off + sizeof(st->diff)] != '/' ||
+			    memchr(buf + off + sizeof(st->diff), '\0',
+			    s.len - sizeof(st->diff)) != NULL)
+				goto malformed;
+			memcpy(&st->diff, buf + off, sizeof(st->diff));
+			st->diff_base = xmalloc(s.len - sizeof(st->diff) + 1);
+			memcpy(st->diff_base, buf + off + sizeof(st->diff),
+			    s.len - sizeof(st->diff));
+			st->diff_base[s.len - sizeof(st->diff)] = '\0';
+			st->have_diff = true;
+			break;
 		default:
 			goto malformed;
 		}
 	}
 	if (!st->have_config || !st->have_cpu || !st->have_mem || nvm != 1 ||
-	    st->nvcpu != st->config.cfg.ncpus ||
-	    st->mem.size != st->config.cfg.memory_mib << 20)
+	    st->nvcpu != st->config.cfg.ncpus || st->uart == NULL ||
+	    st->legacy == NULL ||
+	    st->mem.size != st->config.cfg.memory_mib << 20 ||
+	    (st->have_diff && st->diff.npages > st->mem.size / PAGE))
 		goto malformed;
 	st->buf = buf;
+	st->len = len;
 	free(path);
 	return 0;
 
@@ -338,6 +378,7 @@ malformed:
 	snprintf(err, errlen, "%s: malformed section at byte %zu", path, off);
 fail:
 	snap_config_free(&st->config);
+	free(st->diff_base);
 	free(buf);
 	free(path);
 	return rc;
@@ -347,6 +388,7 @@ void
 snap_state_free(struct snap_state *st)
 {
 	snap_config_free(&st->config);
+	free(st->diff_base);
 	free(st->buf);
 	memset(st, 0, sizeof(*st));
 }
@@ -453,6 +495,17 @@ struct capture {
 	void			*arg;
 	int			 error;
 	char			 reason[256];
+
+	/* A diff: the base's memory mapped read-only, the pages that may
+	 * differ from it (one bit each), room for the page numbers that
+	 * do, and the SEC_DIFF to write. */
+	bool			 diff;
+	const uint8_t		*base_ram;
+	uint64_t		*cand;
+	uint64_t		*idx;
+	struct snap_diff	 dh;
+	char			*base_real;
+	char			*other;		/* the other payload file */
 };
 
 /* Gather everything but memory into c->head / c->tail. */
@@ -505,6 +558,19 @@ gather(struct vm *vm, struct capture *c, char *err, size_t errlen)
 		}
 		put_section(&c->tail, &c->tail_len, SEC_DEVICE, i, b, n);
 	}
+	n = 0;
+	if ((rc = uart_save(vm_uart(vm), &b, &n)) != 0) {
+		snprintf(err, errlen, "saving the serial console: %s",
+		    strerror(-rc));
+		goto out;
+	}
+	put_section(&c->tail, &c->tail_len, SEC_UART, 0, b, n);
+	n = 0;
+	if ((rc = legacy_save(vm_legacy(vm), &b, &n)) != 0) {
+		snprintf(err, errlen, "saving the CMOS: %s", strerror(-rc));
+		goto out;
+	}
+	put_section(&c->tail, &c->tail_len, SEC_LEGACY, 0, b, n);
 	rc = 0;
 out:
 	free(b);
@@ -560,7 +626,7 @@ static void
 finish_files(struct capture *c, int rc, const struct snap_mem *m)
 {
 	struct snap_header	 h;
-	uint8_t			*state = NULL;
+	uint8_t			*state = NULL, *dsec;
 	size_t			 len;
 
 	if (rc != 0) {
@@ -575,6 +641,15 @@ finish_files(struct capture *c, int rc, const struct snap_mem *m)
 	memcpy(state + len, c->head, c->head_len);
 	len += c->head_len;
 	put_section(&state, &len, SEC_MEMORY, 0, m, sizeof(*m));
+	if (c->diff) {
+		dsec = xmalloc(sizeof(c->dh) + strlen(c->base_real));
+		memcpy(dsec, &c->dh, sizeof(c->dh));
+		memcpy(dsec + sizeof(c->dh), c->base_real,
+		    strlen(c->base_real));
+		put_section(&state, &len, SEC_DIFF, 0, dsec,
+		    sizeof(c->dh) + strlen(c->base_real));
+		free(dsec);
+	}
 	state = xreallocarray(state, 1, len + c->tail_len);
 	memcpy(state + len, c->tail, c->tail_len);
 	len += c->tail_len;
@@ -599,6 +674,9 @@ finish_files(struct capture *c, int rc, const struct snap_mem *m)
 		    c->dir, strerror(errno));
 		goto out;
 	}
+	/* A full snapshot replaced by a diff (or the other way round):
+	 * the state no longer names the old payload. */
+	unlink(c->other);
 	rc = 0;
 out:
 	if (rc != 0) {
@@ -621,6 +699,12 @@ capture_free(struct capture *c)
 	free(c->spath);
 	free(c->head);
 	free(c->tail);
+	if (c->base_ram != NULL)
+		munmap((void *)c->base_ram, c->ram_size);
+	free(c->cand);
+	free(c->idx);
+	free(c->base_real);
+	free(c->other);
 	free(c);
 }
 
@@ -634,6 +718,100 @@ capture_done_cb(void *arg)
 	capture_free(c);
 }
 
+/* Write [p, p + len) at off, whole. */
+static int
+pwrite_all(int fd, const void *p, size_t len, uint64_t off)
+{
+	size_t	done = 0;
+	ssize_t	n;
+
+	while (done < len) {
+		n = pwrite(fd, (const uint8_t *)p + done, len - done,
+		    (off_t)(off + done));
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n == 0 ? -EIO : -errno;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/*
+ * A diff's pages file (format in snapshot_impl.h): the candidate pages
+ * that differ from the base, compared byte for byte, so a page written
+ * back to what it was costs nothing.  Runs in the forked child: c->idx
+ * was allocated by the parent, large enough for every candidate.
+ */
+static int
+write_diff(struct capture *c, int fd, uint8_t digest[SHA256_LEN],
+    uint64_t *npages)
+{
+	struct sha256_ctx	ctx;
+	uint64_t		p, n = 0, i, run, data;
+	uint8_t			head[16];
+	int			rc;
+
+	for (p = 0; p < c->ram_size / PAGE; p++) {
+		if ((c->cand[p / 64] & (1ULL << (p % 64))) == 0 ||
+		    memcmp(c->ram + p * PAGE, c->base_ram + p * PAGE,
+		    PAGE) == 0)
+			continue;
+		c->idx[n++] = p;
+	}
+	memcpy(head, SNAP_DIFF_MAGIC, 8);
+	memcpy(head + 8, &n, 8);
+	sha256_init(&ctx);
+	sha256_update(&ctx, head, sizeof(head));
+	sha256_update(&ctx, c->idx, n * 8);
+	if ((rc = pwrite_all(fd, head, sizeof(head), 0)) != 0 ||
+	    (rc = pwrite_all(fd, c->idx, n * 8, sizeof(head))) != 0)
+		return rc;
+	data = sizeof(head) + n * 8;
+	/* Consecutive pages go out in one write. */
+	for (i = 0; i < n; i += run) {
+		for (run = 1; i + run < n && run < WRITE_RUN / PAGE &&
+		    c->idx[i + run] == c->idx[i] + run; run++)
+			;
+		sha256_update(&ctx, c->ram + c->idx[i] * PAGE, run * PAGE);
+		if ((rc = pwrite_all(fd, c->ram + c->idx[i] * PAGE,
+		    run * PAGE, data + i * PAGE)) != 0)
+			return rc;
+	}
+	sha256_final(&ctx, digest);
+	*npages = n;
+	return 0;
+}
+
+/* The payload of a capture: memory, or a diff's pages.  Child. */
+static int
+write_payload(struct capture *c, int fd, uint8_t digest[SHA256_LEN],
+    uint64_t *npages)
+{
+	*npages = 0;
+	if (c->diff)
+		return write_diff(c, fd, digest, npages);
+	return write_memory(fd, c->ram, c->ram_size, digest);
+}
+
+/* What the child sends back: i32 rc, digest, u64 page count. */
+#define RESULT_LEN	(sizeof(int32_t) + SHA256_LEN + sizeof(uint64_t))
+
+/* The memory section of the state, and the diff's, from a payload's
+ * result.  A diff's memory section gives the size only. */
+static void
+payload_done(struct capture *c, struct snap_mem *m,
+    const uint8_t digest[SHA256_LEN], uint64_t npages)
+{
+	memset(m, 0, sizeof(*m));
+	m->size = c->ram_size;
+	if (c->diff) {
+		memcpy(c->dh.pages_sha256, digest, SHA256_LEN);
+		c->dh.npages = npages;
+	} else
+		memcpy(m->sha256, digest, SHA256_LEN);
+}
+
 /* Wait for the child writing memory, then write the state.  The worker
  * thread of snapshot_capture(). */
 static void *
@@ -641,7 +819,8 @@ capture_thread(void *arg)
 {
 	struct capture	*c = arg;
 	struct snap_mem	 m;
-	uint8_t		 res[sizeof(int32_t) + SHA256_LEN];
+	uint8_t		 res[RESULT_LEN];
+	uint64_t	 npages = 0;
 	size_t		 got = 0;
 	ssize_t		 n;
 	int32_t		 rc = -EIO;
@@ -652,14 +831,14 @@ capture_thread(void *arg)
 		got += n > 0 ? (size_t)n : 0;
 	while (waitpid(c->child, &status, 0) == -1 && errno == EINTR)
 		;
-	memset(&m, 0, sizeof(m));
-	m.size = c->ram_size;
 	if (got == sizeof(res)) {
 		memcpy(&rc, res, sizeof(rc));
-		memcpy(m.sha256, res + sizeof(rc), SHA256_LEN);
+		memcpy(&npages, res + sizeof(rc) + SHA256_LEN,
+		    sizeof(npages));
 	} else
 		snprintf(c->reason, sizeof(c->reason), "the process writing "
 		    "%s died", c->mtmp);
+	payload_done(c, &m, res + sizeof(rc), npages);
 	finish_files(c, rc, &m);
 	if (reactor_post(c->r, capture_done_cb, c) != 0)
 		fatalx("cannot post the end of a snapshot write");
@@ -679,12 +858,174 @@ close_all_but(int a, int b)
 	close_range((unsigned)hi + 1, ~0U, 0);
 }
 
-/* Common start of a capture: checks, directory, gathered state. */
+/*
+ * The pages of [ram, ram + size) this process holds a private copy of,
+ * ORed into bitmap: present and anonymous, or swapped out
+ * (/proc/self/pagemap, Documentation/admin-guide/mm/pagemap.rst).  In
+ * a MAP_PRIVATE file mapping that is exactly the pages someone wrote.
+ */
+#define PM_PRESENT	(1ULL << 63)
+#define PM_SWAP		(1ULL << 62)
+#define PM_FILE		(1ULL << 61)
+
+static int
+private_pages(const uint8_t *ram, uint64_t size, uint64_t *bitmap)
+{
+	uint64_t	e[512], p, i, npg = size / PAGE;
+	size_t		want;
+	ssize_t		n;
+	int		fd, rc = 0;
+
+	if ((fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)) == -1)
+		return -errno;
+	for (p = 0; p < npg; p += (uint64_t)n / 8) {
+		want = MIN(npg - p, 512) * 8;
+		n = pread(fd, e, want,
+		    (off_t)(((uintptr_t)ram / PAGE + p) * 8));
+		if (n == -1 && errno == EINTR) {
+			n = 0;
+			continue;
+		}
+		if (n <= 0 || n % 8 != 0) {
+			rc = n == -1 ? -errno : -EIO;
+			break;
+		}
+		for (i = 0; i < (uint64_t)n / 8; i++)
+			if ((e[i] & PM_SWAP) ||
+			    (e[i] & (PM_PRESENT | PM_FILE)) == PM_PRESENT)
+				bitmap[(p + i) / 64] |= 1ULL << ((p + i) % 64);
+	}
+	close(fd);
+	return rc;
+}
+
+/*
+ * Prepare a diff against base_dir: the base checked, its memory mapped,
+ * the candidate pages found.
+ *
+ * Which pages can differ from the base?  When the machine's RAM is the
+ * base's memory file mapped MAP_PRIVATE (restored from the base, or
+ * from a diff of it), the pages the guest wrote are in the hypervisor's
+ * dirty log (with cfg.dirty_log), but the pages the host wrote for the
+ * guest are not: virtio used rings, and the buffers devices fill (vsock
+ * and FUSE replies, rng bytes, block reads), written through gmem_ptr()
+ * by the device model.  Every write to such a mapping, the host's or
+ * the guest's, leaves a private copy of the page in this process, which
+ * /proc/self/pagemap shows; so the candidates are the dirty log plus
+ * the private copies.  The dirty log alone would lose device writes;
+ * the private copies alone would be enough on Linux, and are what keep
+ * a second diff complete after the log was restarted by the first.
+ * Any other machine (booted, or mapped from another file) has every
+ * page as a candidate.  Either way candidates are compared with the
+ * base, so only pages that differ are written.
+ */
+static int
+diff_prepare(struct vm *vm, struct capture *c, const char *base_dir,
+    char *err, size_t errlen)
+{
+	struct snap_state	 bst;
+	struct sha256_ctx	 ctx;
+	struct stat		 bs, ds;
+	dev_t			 rdev;
+	ino_t			 rino;
+	char			*bmem = NULL, real[PATH_MAX];
+	uint64_t		 words = (c->ram_size / PAGE + 63) / 64, i, n;
+	void			*map;
+	int			 fd = -1, rc;
+
+	if (realpath(base_dir, real) == NULL) {
+		snprintf(err, errlen, "%s: %s", base_dir, strerror(errno));
+		return -errno;
+	}
+	if (stat(real, &bs) == 0 && stat(c->dir, &ds) == 0 &&
+	    bs.st_dev == ds.st_dev && bs.st_ino == ds.st_ino) {
+		snprintf(err, errlen, "%s: a diff cannot be written into its "
+		    "own base", c->dir);
+		return -EINVAL;
+	}
+	if ((rc = snap_state_read(real, &bst, err, errlen)) != 0)
+		return rc;
+	rc = -EINVAL;
+	if (bst.have_diff) {
+		snprintf(err, errlen, "%s is a diff snapshot itself: take the "
+		    "diff against its base %s", base_dir, bst.diff_base);
+		goto out;
+	}
+	if (bst.mem.size != c->ram_size) {
+		snprintf(err, errlen, "%s holds %llu MiB of memory, the "
+		    "machine has %llu MiB: not its base", base_dir,
+		    (unsigned long long)(bst.mem.size >> 20),
+		    (unsigned long long)(c->ram_size >> 20));
+		goto out;
+	}
+	sha256_init(&ctx);
+	sha256_update(&ctx, bst.buf, bst.len);
+	sha256_final(&ctx, c->dh.base_state_sha256);
+	xasprintf(&bmem, "%s/%s", real, SNAPSHOT_MEMORY_FILE);
+	if ((fd = open(bmem, O_RDONLY | O_CLOEXEC)) == -1 ||
+	    fstat(fd, &bs) == -1) {
+		rc = -errno;
+		snprintf(err, errlen, "%s: %s", bmem, strerror(errno));
+		goto out;
+	}
+	if ((uint64_t)bs.st_size != c->ram_size) {
+		snprintf(err, errlen, "%s: %llu bytes, its state says %llu: "
+		    "truncated", bmem, (unsigned long long)bs.st_size,
+		    (unsigned long long)c->ram_size);
+		goto out;
+	}
+	map = mmap(NULL, c->ram_size, PROT_READ, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED) {
+		rc = -errno;
+		snprintf(err, errlen, "%s: %s", bmem, strerror(errno));
+		goto out;
+	}
+	c->base_ram = map;
+	c->cand = xcalloc(words, sizeof(uint64_t));
+	/* The very file (not a newer one under its name) the machine's
+	 * RAM is mapped from. */
+	if (vm_ram_file_id(vm, &rdev, &rino) == 0 && rdev == bs.st_dev &&
+	    rino == bs.st_ino) {
+		if ((rc = vm_dirty_log(vm, c->cand)) != 0 && rc != -ENOENT) {
+			snprintf(err, errlen, "reading the dirty log: %s",
+			    strerror(-rc));
+			goto out;
+		}
+		for (i = n = 0; i < words; i++)
+			n += (uint64_t)__builtin_popcountll(c->cand[i]);
+		log_debug("diff: %llu pages in the dirty log%s",
+		    (unsigned long long)n, rc == -ENOENT ? " (not kept)" : "");
+		if ((rc = private_pages(c->ram, c->ram_size, c->cand)) != 0) {
+			snprintf(err, errlen, "/proc/self/pagemap: %s",
+			    strerror(-rc));
+			goto out;
+		}
+	} else
+		memset(c->cand, 0xff, words * sizeof(uint64_t));
+	for (i = n = 0; i < words; i++)
+		n += (uint64_t)__builtin_popcountll(c->cand[i]);
+	log_debug("diff: %llu candidate pages of %llu", (unsigned long long)n,
+	    (unsigned long long)(c->ram_size / PAGE));
+	c->idx = xcalloc(MAX(n, 1), sizeof(uint64_t));
+	c->base_real = xstrdup(real);
+	c->diff = true;
+	rc = 0;
+out:
+	if (fd != -1)
+		close(fd);
+	free(bmem);
+	snap_state_free(&bst);
+	return rc;
+}
+
+/* Common start of a capture: checks, directory, gathered state, and
+ * with base_dir the diff's preparation. */
 static struct capture *
-capture_begin(struct vm *vm, const char *dir, char *err, size_t errlen,
-    int *rc)
+capture_begin(struct vm *vm, const char *base_dir, const char *dir,
+    char *err, size_t errlen, int *rc)
 {
 	struct capture	*c;
+	const char	*payload, *other;
 
 	if (!vm_paused(vm)) {
 		snprintf(err, errlen, "the machine is not paused");
@@ -696,15 +1037,19 @@ capture_begin(struct vm *vm, const char *dir, char *err, size_t errlen,
 		snprintf(err, errlen, "%s: %s", dir, strerror(errno));
 		return NULL;
 	}
+	payload = base_dir != NULL ? SNAPSHOT_PAGES_FILE : SNAPSHOT_MEMORY_FILE;
+	other = base_dir != NULL ? SNAPSHOT_MEMORY_FILE : SNAPSHOT_PAGES_FILE;
 	c = xcalloc(1, sizeof(*c));
 	c->result_fd = -1;
 	c->dir = xstrdup(dir);
-	xasprintf(&c->mtmp, "%s/%s.tmp", dir, SNAPSHOT_MEMORY_FILE);
-	xasprintf(&c->mpath, "%s/%s", dir, SNAPSHOT_MEMORY_FILE);
+	xasprintf(&c->mtmp, "%s/%s.tmp", dir, payload);
+	xasprintf(&c->mpath, "%s/%s", dir, payload);
+	xasprintf(&c->other, "%s/%s", dir, other);
 	xasprintf(&c->stmp, "%s/%s.tmp", dir, SNAPSHOT_STATE_FILE);
 	xasprintf(&c->spath, "%s/%s", dir, SNAPSHOT_STATE_FILE);
 	c->ram = vm_ram(vm, &c->ram_size);
-	if ((*rc = gather(vm, c, err, errlen)) != 0) {
+	if ((*rc = gather(vm, c, err, errlen)) != 0 || (base_dir != NULL &&
+	    (*rc = diff_prepare(vm, c, base_dir, err, errlen)) != 0)) {
 		capture_free(c);
 		return NULL;
 	}
@@ -712,26 +1057,29 @@ capture_begin(struct vm *vm, const char *dir, char *err, size_t errlen,
 }
 
 /*
- * The memory is written by a forked child, from the copy-on-write image
- * of this process that fork() takes: RAM exactly as it is now, while the
- * machine (and every device of every machine on the reactor) goes on in
- * the parent.  The child only hashes and writes (no allocation, no
- * locks: other threads' locks are not its to take), sends its result
- * down a pipe and leaves with _exit().  A worker thread waits for it
- * and writes the state file, so the reactor never blocks on the disk.
+ * The payload is written by a forked child, from the copy-on-write
+ * image of this process that fork() takes: RAM exactly as it is now,
+ * while the machine (and every device of every machine on the reactor)
+ * goes on in the parent.  The child only compares, hashes and writes
+ * (no allocation, no locks: other threads' locks are not its to take),
+ * sends its result down a pipe and leaves with _exit().  A worker
+ * thread waits for it and writes the state file, so the reactor never
+ * blocks on the disk.
  */
-int
-snapshot_capture(struct vm *vm, struct reactor *r, const char *dir,
-    snapshot_done_fn done_cb, void *arg, char *err, size_t errlen)
+static int
+capture_start(struct vm *vm, struct reactor *r, const char *base_dir,
+    const char *dir, snapshot_done_fn done_cb, void *arg, char *err,
+    size_t errlen)
 {
 	struct capture	*c;
 	pthread_attr_t	 attr;
 	pthread_t	 t;
-	uint8_t		 res[sizeof(int32_t) + SHA256_LEN];
+	uint8_t		 res[RESULT_LEN];
+	uint64_t	 npages;
 	int32_t		 wrc;
 	int		 fd, p[2], rc;
 
-	if ((c = capture_begin(vm, dir, err, errlen, &rc)) == NULL)
+	if ((c = capture_begin(vm, base_dir, dir, err, errlen, &rc)) == NULL)
 		return rc;
 	c->r = r;
 	c->done_cb = done_cb;
@@ -756,11 +1104,12 @@ snapshot_capture(struct vm *vm, struct reactor *r, const char *dir,
 	}
 	if (c->child == 0) {
 		close_all_but(fd, p[1]);
-		wrc = write_memory(fd, c->ram, c->ram_size,
-		    res + sizeof(wrc));
+		wrc = write_payload(c, fd, res + sizeof(wrc), &npages);
 		if (wrc == 0 && close(fd) == -1)
 			wrc = -errno;
 		memcpy(res, &wrc, sizeof(wrc));
+		memcpy(res + sizeof(wrc) + SHA256_LEN, &npages,
+		    sizeof(npages));
 		_exit(write(p[1], res, sizeof(res)) == sizeof(res) ? 0 : 1);
 	}
 	close(fd);
@@ -789,28 +1138,60 @@ err_fd:
 }
 
 int
-snapshot_save(struct vm *vm, const char *dir, char *err, size_t errlen)
+snapshot_capture(struct vm *vm, struct reactor *r, const char *dir,
+    snapshot_done_fn done_cb, void *arg, char *err, size_t errlen)
+{
+	return capture_start(vm, r, NULL, dir, done_cb, arg, err, errlen);
+}
+
+int
+snapshot_capture_diff(struct vm *vm, struct reactor *r, const char *base_dir,
+    const char *dir, snapshot_done_fn done_cb, void *arg, char *err,
+    size_t errlen)
+{
+	return capture_start(vm, r, base_dir, dir, done_cb, arg, err, errlen);
+}
+
+/* The synchronous capture: the payload written on this thread. */
+static int
+save_sync(struct vm *vm, const char *base_dir, const char *dir, char *err,
+    size_t errlen)
 {
 	struct capture	*c;
 	struct snap_mem	 m;
+	uint8_t		 digest[SHA256_LEN];
+	uint64_t	 npages = 0;
 	int		 fd, rc;
 
-	if ((c = capture_begin(vm, dir, err, errlen, &rc)) == NULL)
+	if ((c = capture_begin(vm, base_dir, dir, err, errlen, &rc)) == NULL)
 		return rc;
-	memset(&m, 0, sizeof(m));
-	m.size = c->ram_size;
+	memset(digest, 0, sizeof(digest));
 	if ((fd = open_memory_tmp(c)) < 0)
 		rc = fd;
 	else {
-		rc = write_memory(fd, c->ram, c->ram_size, m.sha256);
+		rc = write_payload(c, fd, digest, &npages);
 		if (close(fd) == -1 && rc == 0)
 			rc = -errno;
 	}
+	payload_done(c, &m, digest, npages);
 	finish_files(c, rc, &m);
 	if ((rc = c->error) != 0)
 		snprintf(err, errlen, "%s", c->reason);
 	capture_free(c);
 	return rc;
+}
+
+int
+snapshot_save(struct vm *vm, const char *dir, char *err, size_t errlen)
+{
+	return save_sync(vm, NULL, dir, err, errlen);
+}
+
+int
+snapshot_save_diff(struct vm *vm, const char *base_dir, const char *dir,
+    char *err, size_t errlen)
+{
+	return save_sync(vm, base_dir, dir, err, errlen);
 }
 
 /* The memory file of dir: size (and digest) as the state says. */
@@ -846,22 +1227,187 @@ check_memory(const char *dir, const struct snap_state *st, bool digest,
 	return rc;
 }
 
+/*
+ * A diff's files: its base is the snapshot it was taken against (the
+ * SHA-256 of the base's state file matches) and is whole; its pages
+ * file has the size the page count makes (and the digest, with
+ * digest).  base: the base directory to use, NULL for the recorded one.
+ * On success *mpath is the base's memory file.
+ */
+static int
+check_diff(const char *dir, const struct snap_state *st, const char *base,
+    bool digest, char **mpath, char *err, size_t errlen)
+{
+	struct snap_state	 bst;
+	struct sha256_ctx	 ctx;
+	struct stat		 sb;
+	uint8_t			 d[SHA256_LEN];
+	uint64_t		 want;
+	char			*path, why[384];
+	int			 rc;
+
+	if (base == NULL)
+		base = st->diff_base;
+	if ((rc = snap_state_read(base, &bst, why, sizeof(why))) != 0) {
+		snprintf(err, errlen, "%s is a diff of %s: %s", dir, base, why);
+		return rc;
+	}
+	sha256_init(&ctx);
+	sha256_update(&ctx, bst.buf, bst.len);
+	sha256_final(&ctx, d);
+	rc = -EINVAL;
+	if (bst.have_diff || bst.mem.size != st->mem.size ||
+	    memcmp(d, st->diff.base_state_sha256, SHA256_LEN) != 0) {
+		snprintf(err, errlen, "%s is a diff of another snapshot than "
+		    "%s (the base's state differs): restore it with the base "
+		    "it was taken against", dir, base);
+		goto out;
+	}
+	if ((rc = check_memory(base, &bst, digest, why, sizeof(why))) != 0) {
+		snprintf(err, errlen, "base of %s: %s", dir, why);
+		goto out;
+	}
+	xasprintf(&path, "%s/%s", dir, SNAPSHOT_PAGES_FILE);
+	want = 16 + st->diff.npages * (8 + PAGE);
+	if (stat(path, &sb) == -1) {
+		rc = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+	} else if ((uint64_t)sb.st_size != want) {
+		rc = -EINVAL;
+		snprintf(err, errlen, "%s: %llu bytes, %llu pages make %llu: "
+		    "truncated or not this diff's pages", path,
+		    (unsigned long long)sb.st_size,
+		    (unsigned long long)st->diff.npages,
+		    (unsigned long long)want);
+	} else if (digest) {
+		if ((rc = snap_memory_digest(path, want, d)) != 0)
+			snprintf(err, errlen, "%s: %s", path, strerror(-rc));
+		else if (memcmp(d, st->diff.pages_sha256, SHA256_LEN) != 0) {
+			rc = -EINVAL;
+			snprintf(err, errlen, "%s: SHA-256 mismatch: the pages "
+			    "file is corrupted", path);
+		}
+	}
+	free(path);
+	if (rc == 0)
+		xasprintf(mpath, "%s/%s", base, SNAPSHOT_MEMORY_FILE);
+out:
+	snap_state_free(&bst);
+	return rc;
+}
+
+/* The files a snapshot's state names; *mpath: the memory to map. */
+static int
+check_files(const char *dir, const struct snap_state *st, const char *base,
+    bool digest, char **mpath, char *err, size_t errlen)
+{
+	int	rc;
+
+	if (st->have_diff)
+		return check_diff(dir, st, base, digest, mpath, err, errlen);
+	if ((rc = check_memory(dir, st, digest, err, errlen)) == 0)
+		xasprintf(mpath, "%s/%s", dir, SNAPSHOT_MEMORY_FILE);
+	return rc;
+}
+
 int
 snapshot_check(const char *dir, bool memory, uint64_t *memory_mib,
     unsigned *ncpus, char *err, size_t errlen)
 {
-	struct snap_state	st;
-	int			rc;
+	struct snap_state	 st;
+	char			*mpath = NULL;
+	int			 rc;
 
 	if ((rc = snap_state_read(dir, &st, err, errlen)) != 0)
 		return rc;
-	if ((rc = check_memory(dir, &st, memory, err, errlen)) == 0) {
+	if ((rc = check_files(dir, &st, NULL, memory, &mpath, err,
+	    errlen)) == 0) {
 		if (memory_mib != NULL)
 			*memory_mib = st.config.cfg.memory_mib;
 		if (ncpus != NULL)
 			*ncpus = st.config.cfg.ncpus;
 	}
+	free(mpath);
 	snap_state_free(&st);
+	return rc;
+}
+
+/* Read exactly len bytes at off. */
+static int
+pread_all(int fd, void *p, size_t len, uint64_t off)
+{
+	size_t	done = 0;
+	ssize_t	n;
+
+	while (done < len) {
+		n = pread(fd, (uint8_t *)p + done, len - done,
+		    (off_t)(off + done));
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n == 0 ? -EIO : -errno;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/*
+ * Lay a diff's pages over the machine's RAM (the base's memory, mapped
+ * MAP_PRIVATE: the pages read in become the machine's private copies).
+ * The page list is checked before any page is read.
+ */
+static int
+overlay_diff(struct vm *vm, const char *dir, const struct snap_state *st,
+    char *err, size_t errlen)
+{
+	uint8_t		 head[16], *ram;
+	uint64_t	*idx = NULL, n, i, run, size, data;
+	char		*path;
+	int		 fd, rc;
+
+	ram = vm_ram(vm, &size);
+	xasprintf(&path, "%s/%s", dir, SNAPSHOT_PAGES_FILE);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		rc = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		free(path);
+		return rc;
+	}
+	n = st->diff.npages;
+	if ((rc = pread_all(fd, head, sizeof(head), 0)) != 0)
+		goto fail;
+	rc = -EINVAL;
+	if (memcmp(head, SNAP_DIFF_MAGIC, 8) != 0 ||
+	    memcmp(head + 8, &n, 8) != 0)
+		goto malformed;
+	idx = xcalloc(MAX(n, 1), sizeof(*idx));
+	if ((rc = pread_all(fd, idx, n * 8, sizeof(head))) != 0)
+		goto fail;
+	rc = -EINVAL;
+	for (i = 0; i < n; i++)
+		if (idx[i] >= size / PAGE || (i > 0 && idx[i] <= idx[i - 1]))
+			goto malformed;
+	data = sizeof(head) + n * 8;
+	for (i = 0; i < n; i += run) {
+		for (run = 1; i + run < n && run < WRITE_RUN / PAGE &&
+		    idx[i + run] == idx[i] + run; run++)
+			;
+		if ((rc = pread_all(fd, ram + idx[i] * PAGE, run * PAGE,
+		    data + i * PAGE)) != 0)
+			goto fail;
+	}
+	rc = 0;
+	goto out;
+malformed:
+	snprintf(err, errlen, "%s: malformed page list: the file is "
+	    "corrupted", path);
+	goto out;
+fail:
+	snprintf(err, errlen, "%s: %s", path, strerror(-rc));
+out:
+	free(idx);
+	close(fd);
+	free(path);
 	return rc;
 }
 
@@ -884,11 +1430,12 @@ snapshot_restore(struct reactor *r, const char *dir,
 	}
 	if (snap_state_read(dir, &st, err, errlen) != 0)
 		return NULL;
-	if (check_memory(dir, &st, o->verify_memory, err, errlen) != 0)
+	if (check_files(dir, &st, o->base_dir, o->verify_memory, &mpath, err,
+	    errlen) != 0)
 		goto out;
-	xasprintf(&mpath, "%s/%s", dir, SNAPSHOT_MEMORY_FILE);
 	cfg = st.config.cfg;
 	cfg.ram_file = mpath;
+	cfg.dirty_log = o->track_dirty;
 	cfg.console_fd = o->console_fd;
 	cfg.console_in_fd = o->console_in_fd;
 	cfg.hvc_fd = o->hvc_fd;
@@ -896,6 +1443,8 @@ snapshot_restore(struct reactor *r, const char *dir,
 		cfg.vsock_path = o->vsock_path;
 	if ((vm = vm_create(r, &cfg, err, errlen)) == NULL)
 		goto out;
+	if (st.have_diff && overlay_diff(vm, dir, &st, err, errlen) != 0)
+		goto fail;
 	if (hv_cpu_compatible(vm_hv(vm), st.cpu, why, sizeof(why)) != 0) {
 		snprintf(err, errlen, "%s: %s", dir, why);
 		goto fail;
@@ -930,6 +1479,18 @@ snapshot_restore(struct reactor *r, const char *dir,
 			    "not load its saved state", dir, i, id);
 			goto fail;
 		}
+	}
+	if ((rc = uart_load(vm_uart(vm), st.uart, st.uart_len)) != 0) {
+		snprintf(err, errlen, "%s: the serial console's saved state "
+		    "does not load: %s", dir, rc == -EPROTO ?
+		    "another version" : "malformed");
+		goto fail;
+	}
+	if ((rc = legacy_load(vm_legacy(vm), st.legacy, st.legacy_len)) != 0) {
+		snprintf(err, errlen, "%s: the CMOS's saved state does not "
+		    "load: %s", dir, rc == -EPROTO ? "another version" :
+		    "malformed");
+		goto fail;
 	}
 	goto out;
 fail:

@@ -7,16 +7,25 @@
  *           header and of the body) and a body of sections: the machine
  *           configuration, the CPU features the guest saw, the memory
  *           file's size and SHA-256, the hypervisor's VM state (PIC,
- *           IOAPIC, PIT, KVM clock), one section per vCPU and one per
- *           virtio device (virtio_dev_save(), in window order);
+ *           IOAPIC, PIT, KVM clock), one section per vCPU, one per
+ *           virtio device (virtio_dev_save(), in window order), the 8250
+ *           UART (registers, pending interrupt, RX FIFO) and the CMOS;
  *   memory  guest RAM as a raw file, sparse: all-zero pages are holes.
  * Both are written under temporary names and renamed into place, state
  * last: a machine restored from an older snapshot keeps its (private)
  * mapping of the file it was made from.
  *
+ * A diff snapshot holds a state file and, instead of memory,
+ *   pages   the pages of RAM that differ from its base's memory
+ * and its state names the base (absolute path, and the SHA-256 of the
+ * base's state file, so a base taken again is not mistaken for it).
+ * It restores as the base's memory mapped copy-on-write with the pages
+ * read over it.  A base is always a full snapshot.
+ *
  * What a snapshot does not carry: open vsock streams (the guest's driver
- * gets a TRANSPORT_RESET event on restore), the 8250 UART registers (a
- * polled UART needs none), DAX mappings of virtio-fs windows.
+ * gets a TRANSPORT_RESET event on restore), console output the host had
+ * not written out yet (it is flushed at capture), DAX mappings of
+ * virtio-fs windows.
  *
  * Threads: everything on the reactor thread unless said otherwise.
  * Errors: 0 / -errno with a one-line reason in err.
@@ -32,9 +41,11 @@
 #include "core/vm.h"
 #include "reactor/reactor.h"
 
-#define SNAPSHOT_VERSION	1
+/* 2: UART and CMOS sections, diff snapshots. */
+#define SNAPSHOT_VERSION	2
 #define SNAPSHOT_STATE_FILE	"state"
 #define SNAPSHOT_MEMORY_FILE	"memory"
+#define SNAPSHOT_PAGES_FILE	"pages"
 
 /*
  * Capture the state of a paused machine (vm_pause() called and its
@@ -56,6 +67,23 @@ int	snapshot_capture(struct vm *, struct reactor *, const char *dir,
 int	snapshot_save(struct vm *, const char *dir, char *err, size_t errlen)
 	    WUR;
 
+/*
+ * A diff snapshot of a paused machine against base_dir (a full
+ * snapshot, checked here): the same as snapshot_capture() /
+ * snapshot_save(), writing into dir only the pages of RAM that differ
+ * from the base's memory.  Cheap for a machine restored from base_dir
+ * (or from a diff of it): only the pages written since are looked at
+ * (the dirty log, with snapshot_restore_opts.track_dirty, and the
+ * pages this process holds private copies of: see snapshot.c).  Any
+ * other machine is compared page by page with the base.  Restarts the
+ * machine's dirty log.  dir must not be base_dir.
+ */
+int	snapshot_capture_diff(struct vm *, struct reactor *,
+	    const char *base_dir, const char *dir, snapshot_done_fn done_cb,
+	    void *arg, char *err, size_t errlen) WUR;
+int	snapshot_save_diff(struct vm *, const char *base_dir, const char *dir,
+	    char *err, size_t errlen) WUR;
+
 /* What a restore may change about the machine; the rest is the
  * snapshot's configuration. */
 struct snapshot_restore_opts {
@@ -67,16 +95,23 @@ struct snapshot_restore_opts {
 					 * at a time can listen there) */
 	bool		 verify_memory;	/* check the memory file's SHA-256
 					 * (reads it all: slow) */
+	const char	*base_dir;	/* a diff's base, NULL: the one it
+					 * records */
+	bool		 track_dirty;	/* log guest writes, for a later
+					 * snapshot_capture_diff() */
 };
 void	snapshot_restore_opts_init(struct snapshot_restore_opts *);
 
 /*
  * Make a machine from snapshot dir: RAM mapped MAP_PRIVATE from its
- * memory file, devices created and loaded, VM and vCPU state set.
+ * memory file (a diff: its base's, with the diff's pages read over it),
+ * devices created and loaded, VM, vCPU, UART and CMOS state set.
  * Returns the machine ready for vm_start(), or NULL with the reason in
  * err: a missing, truncated or corrupted state file, another format
  * version, a memory file of the wrong size (or digest, with
- * verify_memory), a host CPU lacking features the guest saw.
+ * verify_memory), a host CPU lacking features the guest saw; for a
+ * diff, a missing base, a base other than the one it was taken against,
+ * a truncated pages file.
  */
 struct vm *snapshot_restore(struct reactor *, const char *dir,
 	    const struct snapshot_restore_opts *, char *err, size_t errlen);
@@ -84,7 +119,8 @@ struct vm *snapshot_restore(struct reactor *, const char *dir,
 /*
  * Check a snapshot without making a machine: the state file's header
  * and CRC, its sections, the memory file's size and (with memory) its
- * SHA-256.  On success fills what is not NULL: memory size in MiB and
+ * SHA-256 (a diff: its base and its pages file likewise).  On success
+ * fills what is not NULL: memory size in MiB and
  * vCPU count.
  */
 int	snapshot_check(const char *dir, bool memory, uint64_t *memory_mib,
@@ -94,7 +130,8 @@ int	snapshot_check(const char *dir, bool memory, uint64_t *memory_mib,
  * Portability: one file holding state and memory, zstd-compressed, with
  * a SHA-256 of the uncompressed stream at its end.  snapshot_import()
  * checks that checksum and the snapshot itself, and refuses a snapshot
- * whose guest saw CPU features this host lacks.
+ * whose guest saw CPU features this host lacks.  A diff snapshot is not
+ * exported (export a full one).
  */
 int	snapshot_export(const char *dir, const char *file, char *err,
 	    size_t errlen) WUR;

@@ -31,6 +31,9 @@ enum snap_section_type {
 	SEC_VM,			/* hv_save() blob */
 	SEC_VCPU,		/* index = vCPU id; hv_vcpu_save() blob */
 	SEC_DEVICE,		/* index = window; u32 device ID + save */
+	SEC_UART,		/* uart_save() blob (version 2) */
+	SEC_LEGACY,		/* legacy_save() blob (version 2) */
+	SEC_DIFF,		/* struct snap_diff + base path: a diff */
 };
 
 struct snap_section {
@@ -44,6 +47,19 @@ struct snap_mem {
 	uint8_t		sha256[32];
 };
 
+/*
+ * A diff snapshot's SEC_DIFF: what its base must be, and its pages
+ * file.  The base directory's path (absolute, no NUL) follows.  The
+ * pages file is: magic "SMXDIFF\0", u64 page count n, n u64 page
+ * numbers (RAM offset / 4096, strictly increasing), then the n pages.
+ */
+#define SNAP_DIFF_MAGIC	"SMXDIFF"
+struct snap_diff {
+	uint8_t		base_state_sha256[32];	/* the base's state file */
+	uint8_t		pages_sha256[32];	/* the whole pages file */
+	uint64_t	npages;
+};
+
 /* The configuration section parsed; its strings point into text. */
 struct snap_config {
 	struct vm_config cfg;
@@ -53,6 +69,7 @@ struct snap_config {
 /* A state file read and checked; the pointers point into buf. */
 struct snap_state {
 	uint8_t		*buf;
+	size_t		 len;		/* of the whole file */
 	struct snap_config config;
 	bool		 have_config, have_cpu, have_mem;
 	uint32_t	 cpu[HV_CPU_FEATURE_WORDS];
@@ -66,6 +83,11 @@ struct snap_state {
 	size_t		 dev_len[VM_MAX_VIRTIO];
 	uint32_t	 dev_id[VM_MAX_VIRTIO];
 	unsigned	 ndev;
+	const uint8_t	*uart, *legacy;
+	size_t		 uart_len, legacy_len;
+	bool		 have_diff;
+	struct snap_diff diff;
+	char		*diff_base;	/* allocated */
 };
 
 int	snap_state_read(const char *dir, struct snap_state *, char *err,

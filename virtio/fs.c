@@ -51,6 +51,9 @@
 #define FS_BATCH	32	/* requests handed to the pool at once */
 #define FS_DAX_ALIGN	(2ULL << 20)	/* Linux maps 2 MiB ranges */
 #define FS_SAVE_VERSION	1
+/* Entry and attribute lifetimes at most: no notification queue carries
+ * invalidations, so host edits show when these run out (issue 4.5). */
+#define FS_CACHE_MAX_MS	1000
 
 /* One request, from pop to push. */
 struct fs_req {
@@ -389,6 +392,7 @@ virtio_fs_create(const struct virtio_host *h, uint64_t base, uint32_t irq,
     uint64_t dax_gpa, char *err, size_t errlen)
 {
 	struct fusefs_transport	 tr;
+	struct fusefs_opts	 fo;
 	struct vfs		*s;
 	size_t			 tlen = tag != NULL ? strlen(tag) : 0;
 	int			 saved, rc;
@@ -444,7 +448,10 @@ virtio_fs_create(const struct virtio_host *h, uint64_t base, uint32_t irq,
 		tr.dax_unmap = dax_unmap_cb;
 	}
 	tr.arg = s;
-	if ((s->fs = fusefs_create(h->r, opts, &tr, err, errlen)) == NULL) {
+	fo = *opts;
+	fo.entry_timeout_ms = MIN(fo.entry_timeout_ms, FS_CACHE_MAX_MS);
+	fo.attr_timeout_ms = MIN(fo.attr_timeout_ms, FS_CACHE_MAX_MS);
+	if ((s->fs = fusefs_create(h->r, &fo, &tr, err, errlen)) == NULL) {
 		saved = errno;
 		goto err_destroy;
 	}

@@ -77,6 +77,8 @@ int	 gmem_write(const struct gmem *, uint64_t gpa, const void *src,
  */
 int	 read_file(const char *path, size_t maxlen, uint8_t **buf,
 	     size_t *len) WUR;
+/* Write all len bytes (retrying short writes and EINTR).  0 or -errno. */
+int	 write_all(int fd, const void *buf, size_t len) WUR;
 
 /*
  * Remove dfd/name and everything below it, never following symlinks

@@ -60,6 +60,24 @@ err_close:
 	return error;
 }
 
+int
+write_all(int fd, const void *buf, size_t len)
+{
+	const uint8_t	*p = buf;
+	ssize_t		 n;
+
+	while (len > 0) {
+		if ((n = write(fd, p, len)) == -1) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
 const char *
 smx_home(void)
 {

@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "core/base/base.h"
@@ -30,8 +31,10 @@ cmd_boot_usage(FILE *f)
 	    "                [--append STRING] [--memory MiB] [--cpus N]\n"
 	    "                [--console FILE] [--disk FILE[:ro]]... [--vsock PATH]\n"
 	    "                [--no-vsock] [--no-rng] [--no-balloon] [--hvc]\n"
-	    "                [--balloon-target MiB] [--share DIR:TAG[:ro][:dax]]...\n"
-	    "                [--snapshot-after MS --snapshot-dir DIR]\n\n"
+	    "                [--balloon-target MiB]\n"
+	    "                [--share DIR:TAG[:ro][:dax[=SIZE]]]...\n"
+	    "                [--snapshot-after MS --snapshot-dir DIR]\n"
+	    "                [--diff BASE]\n\n"
 	    "Boot a Linux kernel (an uncompressed vmlinux through its PVH entry,\n"
 	    "or a bzImage) in a microVM.  The serial console (ttyS0) is\n"
 	    "connected to stdout and, when stdin is not a terminal, stdin.\n\n"
@@ -56,16 +59,21 @@ cmd_boot_usage(FILE *f)
 	    "                    memory the balloon asks the guest to give back\n"
 	    "                    from the start (default 0)\n"
 	    "  --hvc             add a virtio-console (hvc0) on the console too\n"
-	    "  --share DIR:TAG[:ro][:dax]\n"
+	    "  --share DIR:TAG[:ro][:dax[=SIZE]]\n"
 	    "                    share host directory DIR over virtio-fs; the\n"
 	    "                    guest mounts it with mount -t virtiofs TAG\n"
-	    "                    (read-only with :ro, a 1 GiB DAX window with\n"
-	    "                    :dax for mount -o dax); up to 4; boot from it\n"
-	    "                    with --append \"rootfstype=virtiofs root=TAG\"\n"
+	    "                    (read-only with :ro; a DAX window for mount\n"
+	    "                    -o dax with :dax, of SIZE (a power of two from\n"
+	    "                    2M to 64G, default 1G; the guest spends 1/64\n"
+	    "                    of it on page structures); up to 4; boot from\n"
+	    "                    it with --append \"rootfstype=virtiofs root=TAG\"\n"
 	    "  --snapshot-after MS, --snapshot-dir DIR\n"
 	    "                    after MS milliseconds snapshot the machine into\n"
 	    "                    DIR (for smx restore DIR) and stop it; exit 0\n"
-	    "                    when the snapshot was written\n\n"
+	    "                    when the snapshot was written\n"
+	    "  --diff BASE       write only the pages that differ from snapshot\n"
+	    "                    BASE (compared page by page for a booted\n"
+	    "                    machine); restores as BASE + the diff\n\n"
 	    "Devices are virtio-mmio, declared on the kernel command line.\n\n"
 	    "exit status: 0 the guest powered off or halted, 3 it rebooted,\n"
 	    "4 it triple-faulted, 5 the hypervisor failed, 128+N stopped by\n"
@@ -73,8 +81,33 @@ cmd_boot_usage(FILE *f)
 	    cli_kernel_path(), smx_default_cmdline());
 }
 
-/* Parse arg, DIR:TAG[:ro][:dax], into sh; spec is a copy of arg that
- * is split in place (sh points into it).  0, or -1 after a one-line
+/* A DAX window size: a power of two from 2 MiB to 64 GiB, as a number
+ * of MiB with an optional unit (M, MiB, G, GiB).  0, or -1. */
+static int
+parse_dax_size(const char *s, uint64_t *mib)
+{
+	unsigned long long	 n;
+	char			*end;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	n = strtoull(s, &end, 10);
+	if (errno != 0 || n == 0 || n > 65536)
+		return -1;
+	if (strcasecmp(end, "g") == 0 || strcasecmp(end, "gib") == 0)
+		n *= 1024;
+	else if (*end != '\0' && strcasecmp(end, "m") != 0 &&
+	    strcasecmp(end, "mib") != 0)
+		return -1;
+	if (n < 2 || n > 65536 || (n & (n - 1)) != 0)
+		return -1;
+	*mib = n;
+	return 0;
+}
+
+/* Parse arg, DIR:TAG[:ro][:dax[=SIZE]], into sh; spec is a copy of arg
+ * that is split in place (sh points into it).  0, or -1 after a one-line
  * message. */
 static int
 parse_share(const char *arg, char *spec, struct smx_share *sh)
@@ -90,13 +123,23 @@ parse_share(const char *arg, char *spec, struct smx_share *sh)
 			sh->readonly = more = true;
 		else if (strcmp(colon, ":dax") == 0 && !sh->dax)
 			sh->dax = more = true;
+		else if (strncmp(colon, ":dax=", 5) == 0 && !sh->dax) {
+			if (parse_dax_size(colon + 5, &sh->dax_window_mib) != 0) {
+				fprintf(stderr, "smx boot: --share '%s': DAX "
+				    "window '%s': give a power of two from 2M "
+				    "to 64G\n", arg, colon + 5);
+				return -1;
+			}
+			sh->dax = more = true;
+		}
 		if (more)
 			*colon = '\0';
 	}
 	if ((colon = strrchr(spec, ':')) == NULL || colon == spec ||
 	    colon[1] == '\0' || strlen(colon + 1) > 36) {
-		fprintf(stderr, "smx boot: --share '%s': give DIR:TAG[:ro][:dax] "
-		    "with a tag of 1 to 36 bytes\n", arg);
+		fprintf(stderr, "smx boot: --share '%s': give "
+		    "DIR:TAG[:ro][:dax[=SIZE]] with a tag of 1 to 36 bytes\n",
+		    arg);
 		return -1;
 	}
 	*colon = '\0';
@@ -141,6 +184,7 @@ cmd_boot(int argc, char **argv)
 		{ "share",	required_argument, NULL, 'F' },
 		{ "snapshot-after", required_argument, NULL, 'A' },
 		{ "snapshot-dir", required_argument, NULL, 'D' },
+		{ "diff",	required_argument, NULL, 'X' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -156,7 +200,7 @@ cmd_boot(int argc, char **argv)
 	struct smx_vm		*vm;
 	unsigned long long	 n;
 	const char		*cmdline = NULL, *append = NULL, *why;
-	const char		*snap_dir = NULL;
+	const char		*snap_dir = NULL, *snap_base = NULL;
 	unsigned long long	 snap_ms = 0;
 	char			*full = NULL, err[256];
 	int			 ch, error, status, console_fd = -1, sig;
@@ -274,6 +318,9 @@ cmd_boot(int argc, char **argv)
 		case 'D':
 			snap_dir = optarg;
 			break;
+		case 'X':
+			snap_base = optarg;
+			break;
 		case 'h':
 			cmd_boot_usage(stdout);
 			return CLI_EXIT_OK;
@@ -321,8 +368,13 @@ cmd_boot(int argc, char **argv)
 		status = CLI_EXIT_USAGE;
 		goto out;
 	}
+	if (snap_base != NULL && snap_dir == NULL) {
+		fprintf(stderr, "smx boot: --diff goes with --snapshot-dir\n");
+		status = CLI_EXIT_USAGE;
+		goto out;
+	}
 	if (snap_dir != NULL) {
-		status = cli_boot_snapshot(&o, snap_ms, snap_dir);
+		status = cli_boot_snapshot(&o, snap_ms, snap_dir, snap_base);
 		goto out;
 	}
 	if ((error = smx_open(&smx, SMX_OPEN_SIGNALS)) != 0) {

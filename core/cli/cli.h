@@ -25,13 +25,27 @@ int	cmd_boot(int, char **);
 void	cmd_boot_usage(FILE *);
 int	cmd_restore(int, char **);
 void	cmd_restore_usage(FILE *);
+int	cmd_bake(int, char **);
+void	cmd_bake_usage(FILE *);
 int	cmd_bench(int, char **);
 void	cmd_bench_usage(FILE *);
-/* smx boot --snapshot-after MS --snapshot-dir DIR (core/cli/restore.c):
- * boot o's machine, snapshot it after MS ms into DIR, stop; exit status. */
+/* smx snapshot (core/cli/snapshot.c) handles `export` and `import` and
+ * hands every other form (smx snapshot NAME -o DIR [--diff BASE]) to
+ * cmd_snapshot_vm() (core/cli/snapshot_vm.c), argv[0] "snapshot". */
+int	cmd_snapshot(int, char **);
+void	cmd_snapshot_usage(FILE *);
+int	cmd_snapshot_vm(int, char **);
+/* smx restore DIR --name N [-p [IP:]HPORT:GPORT]... (core/cli/
+ * snapshot_vm.c): restore DIR as container N, held by a detached smx
+ * process; prints N.  Exit status. */
+int	cli_restore_container(const char *dir, const char *name, char **ports,
+	    unsigned nports);
+/* smx boot --snapshot-after MS --snapshot-dir DIR [--diff BASE]
+ * (core/cli/restore.c): boot o's machine, snapshot it after MS ms into
+ * DIR (a diff against BASE when not NULL), stop; exit status. */
 struct smx_boot_opts;
 int	cli_boot_snapshot(const struct smx_boot_opts *, uint64_t after_ms,
-	    const char *dir);
+	    const char *dir, const char *diff_base);
 int	cmd_doctor(int, char **);
 void	cmd_doctor_usage(FILE *);
 int	cmd_import(int, char **);

@@ -1,8 +1,9 @@
 /*
- * smx restore DIR: make a machine from a snapshot directory and run it
- * until it ends, with the serial console on stdout.  Also the machine
- * behind `smx boot --snapshot-after MS --snapshot-dir DIR`: boot, run MS
- * milliseconds, snapshot, stop.
+ * smx restore DIR: make a machine from a snapshot directory (or a diff
+ * snapshot and its base) and run it until it ends, with the serial
+ * console on stdout.  Also the machine behind `smx boot --snapshot-after
+ * MS --snapshot-dir DIR [--diff BASE]`: boot, run MS milliseconds,
+ * snapshot (all of it, or what differs from BASE), stop.
  *
  * Both drive the VM object and snapshot/ directly with their own
  * reactor; the libsmx API for snapshots (smx snapshot NAME, restore
@@ -30,6 +31,7 @@ struct runner {
 	struct reactor		*r;
 	struct vm		*vm;
 	const char		*snap_dir;	/* snapshot to take, or NULL */
+	const char		*diff_base;	/* ...as a diff against this */
 	uint64_t		 snap_after_ms;
 	struct reactor_timer	*timer;
 	struct reactor_signal	*sigs[2];
@@ -80,8 +82,13 @@ runner_paused_cb(struct vm *vm, void *arg)
 	char		 err[256];
 	int		 rc;
 
-	if ((rc = snapshot_capture(vm, ru->r, ru->snap_dir,
-	    runner_snap_done_cb, ru, err, sizeof(err))) != 0) {
+	if (ru->diff_base != NULL)
+		rc = snapshot_capture_diff(vm, ru->r, ru->diff_base,
+		    ru->snap_dir, runner_snap_done_cb, ru, err, sizeof(err));
+	else
+		rc = snapshot_capture(vm, ru->r, ru->snap_dir,
+		    runner_snap_done_cb, ru, err, sizeof(err));
+	if (rc != 0) {
 		fprintf(stderr, "smx: snapshot: %s\n", err);
 		ru->snap_error = rc;
 		vm_resume(vm);
@@ -148,7 +155,7 @@ out:
  */
 int
 cli_boot_snapshot(const struct smx_boot_opts *o, uint64_t after_ms,
-    const char *dir)
+    const char *dir, const char *diff_base)
 {
 	struct vm_config	 c;
 	struct runner		 ru;
@@ -197,6 +204,7 @@ cli_boot_snapshot(const struct smx_boot_opts *o, uint64_t after_ms,
 	c.nshares = o->nshares;
 	memset(&ru, 0, sizeof(ru));
 	ru.snap_dir = dir;
+	ru.diff_base = diff_base;
 	ru.snap_after_ms = after_ms;
 	if ((ru.r = reactor_create()) == NULL)
 		fatal("reactor");
@@ -218,23 +226,52 @@ out:
 	return status;
 }
 
+/* Guest console input, as smx boot takes it: stdin when it is a pipe or
+ * a socket (a terminal stays the user's). */
+static int
+console_input(void)
+{
+	struct stat	st;
+
+	if (fstat(STDIN_FILENO, &st) == -1)
+		return -1;
+	return S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) ? STDIN_FILENO :
+	    -1;
+}
+
 void
 cmd_restore_usage(FILE *f)
 {
 	fprintf(f,
 	    "usage: smx restore DIR [--console FILE] [--vsock PATH] [--verify]\n"
-	    "                   [--snapshot-after MS --snapshot-dir DIR2]\n\n"
+	    "                   [--base BASE]\n"
+	    "                   [--snapshot-after MS --snapshot-dir DIR2]\n"
+	    "                   [--diff BASE2]\n"
+	    "       smx restore DIR --name N [-p [IP:]HPORT:GPORT]...\n\n"
 	    "Make a machine from snapshot directory DIR (taken by smx boot\n"
 	    "--snapshot-after) and run it from where the snapshot was taken,\n"
-	    "its memory mapped copy-on-write from DIR/memory.  The serial\n"
-	    "console goes to stdout.\n\n"
+	    "its memory mapped copy-on-write from DIR/memory (a diff\n"
+	    "snapshot: from its base's, with the diff's pages over it).  The\n"
+	    "serial console goes to stdout; stdin, when it is a pipe or a\n"
+	    "socket, is the console's input.\n\n"
 	    "  --console FILE    write the console to FILE instead\n"
 	    "  --vsock PATH      the vsock's host Unix socket (default: the\n"
 	    "                    snapshot's own path)\n"
 	    "  --verify          check the memory file's SHA-256 first (slow)\n"
+	    "  --base BASE       DIR is a diff whose base is now at BASE (it\n"
+	    "                    must still be the snapshot the diff was\n"
+	    "                    taken against)\n"
 	    "  --snapshot-after MS, --snapshot-dir DIR2\n"
 	    "                    after MS milliseconds snapshot the machine\n"
-	    "                    into DIR2 and stop it\n\n"
+	    "                    into DIR2 and stop it\n"
+	    "  --diff BASE2      ...writing only the pages that differ from\n"
+	    "                    snapshot BASE2 (DIR itself, or DIR's base:\n"
+	    "                    then only pages written since are looked at)\n"
+	    "  --name N          restore a snapshot of a container (smx bake,\n"
+	    "                    smx snapshot NAME) as container N, detached,\n"
+	    "                    with its agent fixed up (clock, entropy, name)\n"
+	    "  -p, --publish [IP:]HPORT:GPORT\n"
+	    "                    with --name: publish a guest TCP port\n\n"
 	    "exit status: as smx boot; 1 when the snapshot cannot be restored\n"
 	    "(the reason on stderr).\n");
 }
@@ -248,22 +285,38 @@ cmd_restore(int argc, char **argv)
 		{ "verify",	no_argument,	   NULL, 'v' },
 		{ "snapshot-after", required_argument, NULL, 'A' },
 		{ "snapshot-dir", required_argument, NULL, 'D' },
+		{ "diff",	required_argument, NULL, 'X' },
+		{ "base",	required_argument, NULL, 'B' },
+		{ "name",	required_argument, NULL, 'N' },
+		{ "publish",	required_argument, NULL, 'p' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct snapshot_restore_opts o;
 	struct runner		 ru;
 	unsigned long long	 ms = 0;
-	const char		*dir;
-	char			 err[512];
+	const char		*dir, *name = NULL;
+	char			 err[512], *ports[8];
+	unsigned		 nports = 0;
 	int			 ch, status, fd = -1;
 
 	memset(&ru, 0, sizeof(ru));
 	snapshot_restore_opts_init(&o);
 	o.console_fd = 1;
+	o.console_in_fd = console_input();
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "hp:", longopts, NULL)) != -1) {
 		switch (ch) {
+		case 'N':
+			name = optarg;
+			break;
+		case 'p':
+			if (nports == 8) {
+				fprintf(stderr, "smx restore: at most 8 -p\n");
+				return CLI_EXIT_USAGE;
+			}
+			ports[nports++] = optarg;
+			break;
 		case 'o':
 			if ((fd = open(optarg, O_WRONLY | O_CREAT | O_TRUNC |
 			    O_CLOEXEC, 0644)) == -1) {
@@ -290,6 +343,13 @@ cmd_restore(int argc, char **argv)
 		case 'D':
 			ru.snap_dir = optarg;
 			break;
+		case 'X':
+			ru.diff_base = optarg;
+			o.track_dirty = true;
+			break;
+		case 'B':
+			o.base_dir = optarg;
+			break;
 		case 'h':
 			cmd_restore_usage(stdout);
 			return CLI_EXIT_OK;
@@ -303,9 +363,22 @@ cmd_restore(int argc, char **argv)
 		return CLI_EXIT_USAGE;
 	}
 	dir = argv[optind];
+	/* A named container of an image's snapshot (smx bake, smx snapshot
+	 * NAME): detached, served like smx run -d (core/cli/snapshot_vm.c). */
+	if (name != NULL)
+		return cli_restore_container(dir, name, ports, nports);
+	if (nports != 0) {
+		fprintf(stderr, "smx restore: -p needs --name\n");
+		return CLI_EXIT_USAGE;
+	}
 	if ((ru.snap_dir != NULL) != (ms != 0)) {
 		fprintf(stderr, "smx restore: give --snapshot-after and "
 		    "--snapshot-dir together\n");
+		return CLI_EXIT_USAGE;
+	}
+	if (ru.diff_base != NULL && ru.snap_dir == NULL) {
+		fprintf(stderr, "smx restore: --diff goes with "
+		    "--snapshot-dir\n");
 		return CLI_EXIT_USAGE;
 	}
 	if ((ru.r = reactor_create()) == NULL)

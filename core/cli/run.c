@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -66,7 +67,8 @@ cmd_run_usage(FILE *f)
 	    "Run IMAGE's command (or CMD) in a new microVM, pulling the image\n"
 	    "when missing.  smx's exit status is the command's (128+N when\n"
 	    "signal N killed it); 125: smx failed, 126: CMD cannot be\n"
-	    "executed, 127: CMD not found.\n\n"
+	    "executed, 127: CMD not found.  SIGINT, SIGTERM, SIGHUP, SIGQUIT,\n"
+	    "SIGUSR1 and SIGUSR2 sent to smx go to the command.\n\n"
 	    "options:\n"
 	    "  --rm                  remove the container when it ends\n"
 	    "  -i, --interactive     pipe stdin to the command (else it is empty)\n"
@@ -549,13 +551,63 @@ ports_string(const struct run *r)
 	return s;
 }
 
+/*
+ * docker's sig-proxy: SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and
+ * SIGUSR2 sent to smx go to the main process, through its agent.  They
+ * are blocked in every thread (the runtime's threads inherit the mask)
+ * and taken by a thread of their own with sigwait(); it may block on
+ * the agent client because the vsock device it talks to is served by
+ * the runtime on the main thread.  Before the main process runs, after
+ * it ended, or when the agent cannot be reached, a signal gets its
+ * default action: smx ends, and its machine with it.
+ */
+struct proxy {
+	struct run		*r;
+	const char		*name;
+	sigset_t		 set;
+	pthread_t		 thread;
+	_Atomic int		 phase;	/* 0 starting, 1 running, 2 ended */
+};
+
+static void *
+proxy_main(void *arg)
+{
+	struct proxy	*p = arg;
+	struct container c;
+	sigset_t	 one;
+	int		 sig;
+
+	for (;;) {
+		if (sigwait(&p->set, &sig) != 0)
+			continue;
+		if (p->phase == 1) {
+			memset(&c, 0, sizeof c);
+			c.name = (char *)p->name;
+			if (container_signal("run", &c, sig) == 0)
+				continue;
+		}
+		/* Default action: what never ran, or --rm, leaves nothing. */
+		container_tty_restore();
+		if (p->phase == 0 || p->r->rm)
+			container_remove(p->name);
+		signal(sig, SIG_DFL);
+		sigemptyset(&one);
+		sigaddset(&one, sig);
+		pthread_sigmask(SIG_UNBLOCK, &one, NULL);
+		raise(sig);
+	}
+	return NULL;
+}
+
 static void
 started_cb(void *arg, int pid)
 {
-	struct run	*r = arg;
+	struct proxy	*p = arg;
+	struct run	*r = p->r;
 	ssize_t		 n;
 
 	(void)pid;
+	p->phase = 1;
 	if (r->notify_fd != -1) {
 		n = write(r->notify_fd, "0 started\n", 10);
 		(void)n;
@@ -591,6 +643,15 @@ merge_env(const cJSON *cfg, char **env)
 	return v;
 }
 
+/* End the proxy thread; signals get their old disposition back. */
+static void
+proxy_stop(struct proxy *p, const sigset_t *oldmask)
+{
+	pthread_cancel(p->thread);
+	pthread_join(p->thread, NULL);
+	pthread_sigmask(SIG_SETMASK, oldmask, NULL);
+}
+
 /* The holder: image, machine, ports, main process; state.json kept. */
 static int
 hold(struct run *r, struct container *c)
@@ -603,15 +664,33 @@ hold(struct run *r, struct container *c)
 	struct smx_image	*img = NULL;
 	struct smx_vm		*vm = NULL;
 	struct winsize		 ws;
+	struct proxy		 proxy;
+	sigset_t		 oldmask;
+	static const int	 proxied[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT,
+	    SIGUSR1, SIGUSR2 };
 	char			 err[512], **argv = NULL, *vsock;
 	cJSON			*cfg;
 	unsigned		 i;
-	int			 error, status, sig;
+	int			 error, status;
 
-	if ((error = smx_open(&smx, SMX_OPEN_SIGNALS)) != 0) {
+	/* Before any thread exists: they all inherit the mask. */
+	memset(&proxy, 0, sizeof proxy);
+	proxy.r = r;
+	proxy.name = c->name;
+	sigemptyset(&proxy.set);
+	for (i = 0; i < ARRAY_SIZE(proxied); i++)
+		sigaddset(&proxy.set, proxied[i]);
+	pthread_sigmask(SIG_BLOCK, &proxy.set, &oldmask);
+	if ((error = pthread_create(&proxy.thread, NULL, proxy_main,
+	    &proxy)) != 0) {
+		status = fail(r, EXIT_SMX, "cannot start a thread: %s",
+		    strerror(error));
+		goto out_remove;
+	}
+	if ((error = smx_open(&smx, 0)) != 0) {
 		status = fail(r, EXIT_SMX, "cannot create the runtime: %s",
 		    strerror(-error));
-		goto out_remove;
+		goto out_proxy;
 	}
 	smx_image_opts_init(&io);
 	io.pull = SMX_PULL_MISSING;
@@ -647,11 +726,8 @@ hold(struct run *r, struct container *c)
 	error = smx_vm_start(smx, img, &vo, &vm, err, sizeof err);
 	free(vsock);
 	if (error != 0) {
-		if ((sig = smx_stop_signal(smx)) != 0)
-			status = fail(r, 128 + sig, "stopped by signal %d", sig);
-		else
-			status = fail(r, EXIT_SMX, "%s", err[0] ? err :
-			    strerror(-error));
+		status = fail(r, EXIT_SMX, "%s", err[0] ? err :
+		    strerror(-error));
 		goto out_image;
 	}
 	for (i = 0; i < r->nports; i++) {
@@ -680,7 +756,7 @@ hold(struct run *r, struct container *c)
 	eo.stdout_fd = 1;
 	eo.stderr_fd = 2;
 	eo.started_fn = started_cb;
-	eo.started_arg = r;
+	eo.started_arg = &proxy;
 	if (r->tty && isatty(0) && ioctl(0, TIOCGWINSZ, &ws) == 0 &&
 	    ws.ws_row > 0) {
 		eo.rows = ws.ws_row;
@@ -695,12 +771,11 @@ hold(struct run *r, struct container *c)
 	if (error == 0) {
 		status = res.status;
 		smx_exec_result_free(&res);
-	} else if ((sig = smx_stop_signal(smx)) != 0) {
-		status = 128 + sig;
 	} else {
 		status = fail(r, container_start_status(error), "%s", err[0] ? err :
 		    strerror(-error));
 	}
+	proxy.phase = 2;
 	free(c->status);
 	c->status = xstrdup("exited");
 	c->exit_code = status;
@@ -717,12 +792,15 @@ out_vm:
 	strv_free(argv);
 	smx_image_close(img);
 	smx_close(smx);
+	proxy_stop(&proxy, &oldmask);
 	return status;
 out_image:
 	strv_free(argv);
 	smx_image_close(img);
 out_close:
 	smx_close(smx);
+out_proxy:
+	proxy_stop(&proxy, &oldmask);
 out_remove:
 	/* It never ran: it never existed (docker leaves nothing either). */
 	container_remove(c->name);

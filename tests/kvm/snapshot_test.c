@@ -7,8 +7,9 @@
  * go on from the snapshot point (the counter continues, the FUSE handle
  * still reads, the open connection was reset and a new one echoes) and
  * paused; with all 20 alive, their copy-on-write mappings of the memory
- * file must share pages (PSS well below RSS).  TAP; skips without
- * /dev/kvm.
+ * file must share pages (PSS well below RSS).  A clone with dirty
+ * logging then takes a diff snapshot, which restores and counts on.
+ * TAP; skips without /dev/kvm.
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -596,12 +597,130 @@ out:
 	return rc;
 }
 
+static uint64_t	diff_counter;	/* last counter before the diff */
+
+/* Two complete counter lines past diff_counter. */
+static bool
+past_diff(struct tvm *t)
+{
+	uint64_t	n, r, e;
+
+	return last_counter(t, 0, &n, &r, &e) &&
+	    n >= diff_counter + 2 * PRINT_EVERY;
+}
+
+/* Pages set in a bitmap of npages bits. */
+static uint64_t
+popcount(const uint64_t *bm, uint64_t npages)
+{
+	uint64_t	i, n = 0;
+
+	for (i = 0; i < (npages + 63) / 64; i++)
+		n += (uint64_t)__builtin_popcountll(bm[i]);
+	return n;
+}
+
+/*
+ * Diff snapshots on KVM: a clone restored with dirty logging counts;
+ * KVM's log names the pages it wrote (a few), and nothing once read
+ * while paused; a diff against the snapshot holds far fewer pages than
+ * RAM, and BASE + diff goes on counting from the diff point.
+ */
+static int
+t_diff(void)
+{
+	struct snapshot_restore_opts	 o;
+	struct tvm			 a, b;
+	struct stat			 st;
+	uint64_t			*bm = NULL, size, n, r, e, logged;
+	const char			*nl, *p;
+	unsigned long long		 first;
+	char				*ddir, *pages, err[256];
+	int				 rc = TAP_FAIL;
+
+	if (!captured)
+		return TAP_FAIL;
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	xasprintf(&ddir, "%s/diff", tmpdir);
+	xasprintf(&pages, "%s/pages", ddir);
+	if (tvm_init(&a, "vsock-da") != 0 || tvm_init(&b, "vsock-db") != 0)
+		goto out;
+	snapshot_restore_opts_init(&o);
+	o.console_fd = a.out[1];
+	o.vsock_path = a.vsock;
+	o.track_dirty = true;
+	if ((a.vm = snapshot_restore(R, snapdir, &o, err,
+	    sizeof(err))) == NULL) {
+		tap_diag("restore: %s", err);
+		goto out;
+	}
+	vm_ram(a.vm, &size);
+	bm = xcalloc((size / 4096 + 63) / 64, sizeof(*bm));
+	TAP_CHECK_GOTO(vm_start(a.vm, ended_cb, &a) == 0, out);
+	TAP_CHECK_GOTO(wait_for(&a, clone_counting, 60), out);
+	TAP_CHECK_GOTO(vm_pause(a.vm, paused_cb, &a) == 0, out);
+	TAP_CHECK_GOTO(wait_for(&a, is_paused, 20), out);
+	TAP_CHECK_GOTO(vm_dirty_log(a.vm, bm) == 0, out);
+	logged = popcount(bm, size / 4096);
+	memset(bm, 0, (size / 4096 + 63) / 64 * sizeof(*bm));
+	TAP_CHECK_GOTO(vm_dirty_log(a.vm, bm) == 0, out);
+	tap_diag("dirty log: %llu of %llu pages, then %llu",
+	    (unsigned long long)logged, (unsigned long long)(size / 4096),
+	    (unsigned long long)popcount(bm, size / 4096));
+	TAP_CHECK_GOTO(logged > 0 && logged < size / 4096 / 16 &&
+	    popcount(bm, size / 4096) == 0, out);
+	TAP_CHECK_GOTO(last_counter(&a, 0, &n, &r, &e), out);
+	diff_counter = n;
+	if (snapshot_save_diff(a.vm, snapdir, ddir, err, sizeof(err)) != 0) {
+		tap_diag("diff: %s", err);
+		goto out;
+	}
+	TAP_CHECK_GOTO(stat(pages, &st) == 0, out);
+	tap_diag("diff at counter %llu: %lld bytes of pages, RAM %llu",
+	    (unsigned long long)n, (long long)st.st_size,
+	    (unsigned long long)size);
+	TAP_CHECK_GOTO((uint64_t)st.st_size < size / 16, out);
+	tvm_end(&a);
+	snapshot_restore_opts_init(&o);
+	o.console_fd = b.out[1];
+	o.vsock_path = b.vsock;
+	if ((b.vm = snapshot_restore(R, ddir, &o, err, sizeof(err))) == NULL) {
+		tap_diag("restore the diff: %s", err);
+		goto out;
+	}
+	TAP_CHECK_GOTO(vm_start(b.vm, ended_cb, &b) == 0, out);
+	if (!wait_for(&b, past_diff, 60)) {
+		tap_diag("BASE + diff did not go on: %s", b.text);
+		goto out;
+	}
+	nl = strchr(b.text, '\n');
+	p = nl != NULL ? strstr(nl + 1, "snap: counter ") : NULL;
+	TAP_CHECK_GOTO(p != NULL && sscanf(p, "snap: counter %llu",
+	    &first) == 1, out);
+	tap_diag("BASE + diff: first counter %llu after %llu", first,
+	    (unsigned long long)diff_counter);
+	TAP_CHECK_GOTO(first > diff_counter &&
+	    first <= diff_counter + 2 * PRINT_EVERY, out);
+	TAP_CHECK_GOTO(strstr(b.text, "snap: ready") == NULL &&
+	    strstr(b.text, "TESTGUEST FAIL") == NULL, out);
+	rc = TAP_PASS;
+out:
+	tvm_end(&a);
+	tvm_end(&b);
+	free(bm);
+	free(ddir);
+	free(pages);
+	return rc;
+}
+
 static const struct tap_case cases[] = {
 	{ "hv: vCPU and VM state round trip between two VMs", t_hv_roundtrip },
 	{ "snapshot a counting guest with vsock and FUSE open", t_capture },
 	{ "20 clones go on from the snapshot with working devices",
 	    t_clones },
 	{ "the clones share their clean pages (PSS)", t_pss },
+	{ "diff snapshot: KVM dirty log, BASE + diff goes on", t_diff },
 };
 
 int

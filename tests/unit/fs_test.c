@@ -36,10 +36,11 @@ struct tfs {
 	uint64_t		 unique;
 };
 
-/* A share holding hello.txt, a device on it (with a DAX window when
- * dax), started. */
+/* A share holding hello.txt, a device on it (with a DAX window of
+ * window bytes unless 0; asking for entry and attribute lifetimes of
+ * cache_ms unless 0), started. */
 static int
-setup(struct tfs *t, bool dax)
+setup_opts(struct tfs *t, uint64_t window, unsigned cache_ms)
 {
 	struct fusefs_opts	opts;
 	char			path[96], err[256];
@@ -61,7 +62,9 @@ setup(struct tfs *t, bool dax)
 		return -1;
 	fusefs_opts_init(&opts);
 	opts.root = t->dir;
-	opts.dax_window = dax ? DAX_WINDOW : 0;
+	opts.dax_window = window;
+	if (cache_ms != 0)
+		opts.entry_timeout_ms = opts.attr_timeout_ms = cache_ms;
 	err[0] = '\0';
 	t->dev = virtio_fs_create(&t->env.host, VDRV_BASE(0), VDRV_IRQ(0),
 	    &opts, "share", DAX_SLOT, DAX_GPA, err, sizeof(err));
@@ -78,6 +81,12 @@ setup(struct tfs *t, bool dax)
 		return -1;
 	}
 	return 0;
+}
+
+static int
+setup(struct tfs *t, bool dax)
+{
+	return setup_opts(t, dax ? DAX_WINDOW : 0, 0);
 }
 
 static void
@@ -231,6 +240,82 @@ test_shm_region(void)
 	TAP_CHECK_GOTO(hv_fake_slot(t.env.hv, DAX_SLOT, &gpa, &size, NULL,
 	    NULL), out);
 	TAP_CHECK_GOTO(gpa == DAX_GPA && size == DAX_WINDOW, out);
+	rc = TAP_PASS;
+out:
+	teardown(&t);
+	return rc;
+}
+
+/* A window of another size (above 4 GiB: both halves of SHMLen) is
+ * what the device advertises and maps. */
+static int
+test_shm_region_size(void)
+{
+	struct tfs	t;
+	uint64_t	gpa, size, win = 8ULL << 30;
+	int		rc = TAP_FAIL;
+
+	TAP_CHECK(setup_opts(&t, win, 0) == 0);
+	vdrv_write(&t.d, VIRTIO_MMIO_SHM_SEL, VIRTIO_FS_SHMCAP_ID_CACHE);
+	TAP_CHECK_GOTO(vdrv_read(&t.d, VIRTIO_MMIO_SHM_LEN_LOW) ==
+	    (uint32_t)win, out);
+	TAP_CHECK_GOTO(vdrv_read(&t.d, VIRTIO_MMIO_SHM_LEN_HIGH) ==
+	    (uint32_t)(win >> 32), out);
+	TAP_CHECK_GOTO(hv_fake_slot(t.env.hv, DAX_SLOT, &gpa, &size, NULL,
+	    NULL), out);
+	TAP_CHECK_GOTO(gpa == DAX_GPA && size == win, out);
+	rc = TAP_PASS;
+out:
+	teardown(&t);
+	return rc;
+}
+
+/* Lifetime of valid + nsec, in ms. */
+static uint64_t
+valid_ms(uint64_t valid, uint32_t nsec)
+{
+	return valid * 1000 + nsec / 1000000;
+}
+
+/* No notification queue carries invalidations, so whatever the server
+ * was asked for, the guest caches entries and attributes at most 1 s:
+ * host edits show within a second. */
+static int
+test_cache_lifetimes(void)
+{
+	struct tfs		t;
+	struct fuse_getattr_in	gi;
+	struct {
+		struct fuse_out_header	h;
+		struct fuse_entry_out	e;
+	} er;
+	struct {
+		struct fuse_out_header	h;
+		struct fuse_attr_out	a;
+	} ar;
+	int			len, rc = TAP_FAIL;
+
+	TAP_CHECK(setup_opts(&t, 0, 60000) == 0);
+	TAP_CHECK_GOTO(fuse_init(&t, 0, NULL) == 0, out);
+	memset(&er, 0, sizeof(er));
+	len = request(&t, 1, FUSE_LOOKUP, FUSE_ROOT_ID, "hello.txt",
+	    sizeof("hello.txt"), &er, sizeof(er));
+	TAP_CHECK_GOTO(len == (int)sizeof(er) && er.h.error == 0, out);
+	tap_diag("LOOKUP: entry %llu ms, attr %llu ms",
+	    (unsigned long long)valid_ms(er.e.entry_valid,
+	    er.e.entry_valid_nsec), (unsigned long long)valid_ms(
+	    er.e.attr_valid, er.e.attr_valid_nsec));
+	TAP_CHECK_GOTO(valid_ms(er.e.entry_valid, er.e.entry_valid_nsec) <=
+	    1000, out);
+	TAP_CHECK_GOTO(valid_ms(er.e.attr_valid, er.e.attr_valid_nsec) <=
+	    1000, out);
+	memset(&gi, 0, sizeof(gi));
+	memset(&ar, 0, sizeof(ar));
+	len = request(&t, 1, FUSE_GETATTR, er.e.nodeid, &gi, sizeof(gi), &ar,
+	    sizeof(ar));
+	TAP_CHECK_GOTO(len == (int)sizeof(ar) && ar.h.error == 0, out);
+	TAP_CHECK_GOTO(valid_ms(ar.a.attr_valid, ar.a.attr_valid_nsec) <=
+	    1000, out);
 	rc = TAP_PASS;
 out:
 	teardown(&t);
@@ -457,6 +542,10 @@ static const struct tap_case cases[] = {
 	    test_config },
 	{ "DAX: shared memory region 0 at the window, a memory slot",
 	    test_shm_region },
+	{ "DAX: an 8 GiB window is what region 0 advertises and maps",
+	    test_shm_region_size },
+	{ "entry and attribute lifetimes at most 1 s (no invalidations)",
+	    test_cache_lifetimes },
 	{ "bad tag, window size or root refused", test_bad_args },
 	{ "INIT, LOOKUP, GETATTR, OPEN, READ, FORGET on hiprio",
 	    test_requests },

@@ -4,7 +4,7 @@
  * copy-on-write, and every way a snapshot can be bad refused with a
  * one-line reason: truncated, corrupted, another version, a memory file
  * of the wrong size or content, a host CPU lacking features, a broken
- * export.
+ * export.  The UART and CMOS state round trip, and diff snapshots.
  */
 #include <sys/stat.h>
 
@@ -351,6 +351,19 @@ bump_version(uint8_t *b, size_t *len)
 	memcpy(b, &h, sizeof(h));
 }
 
+/* A version 1 file (before the UART and CMOS sections). */
+static void
+old_version(uint8_t *b, size_t *len)
+{
+	struct snap_header	h;
+
+	memcpy(&h, b, sizeof(h));
+	h.version = 1;
+	h.hdr_crc = crc32(0, (const uint8_t *)&h,
+	    offsetof(struct snap_header, hdr_crc));
+	memcpy(b, &h, sizeof(h));
+}
+
 static void
 garbage(uint8_t *b, size_t *len)
 {
@@ -414,6 +427,9 @@ t_version(void)
 
 	edit_state(d, bump_version);
 	rc = refused(d, false, "version");
+	edit_state(d, old_version);
+	if (rc == TAP_PASS)
+		rc = refused(d, false, "format version 1,");
 	free(d);
 	return rc;
 }
@@ -537,6 +553,340 @@ out:
 	return rc;
 }
 
+/* Run the reactor for about ms milliseconds. */
+static void
+run_ms(unsigned ms)
+{
+	struct reactor_timer	*t;
+
+	t = reactor_add_timer(R, ms * 1000ULL, false, stop_cb, NULL);
+	if (t == NULL || reactor_run(R) != 0)
+		fatalx("reactor");
+	reactor_del_timer(t);
+}
+
+/* A one-byte port write for vCPU v to "make". */
+static void
+outb(struct hv_vcpu *v, uint16_t port, uint8_t val)
+{
+	struct hv_exit	x;
+
+	memset(&x, 0, sizeof(x));
+	x.reason = HV_EXIT_IO;
+	x.io.port = port;
+	x.io.size = 1;
+	x.io.write = true;
+	x.io.count = 1;
+	if (hv_fake_queue_exit(v, &x, &val) != 0)
+		fatalx("queue_exit");
+}
+
+/* Start vm, let vCPU 0 make its queued exits, pause: the exits reach
+ * the reactor through the vCPU's ring before its pause does. */
+static int
+start_and_pause(struct vm *vm, bool *ended)
+{
+	bool		paused = false;
+	unsigned	i;
+
+	if (vm_start(vm, ended_cb, ended) != 0)
+		return -1;
+	for (i = 0; i < 500 && hv_fake_queued(vm_vcpu_hv(vm, 0)) != 0; i++)
+		run_ms(10);
+	if (vm_pause(vm, paused_cb, &paused) != 0)
+		return -1;
+	run_a_while();
+	return paused ? 0 : -1;
+}
+
+static void
+stop_and_free(struct vm *vm, bool *ended)
+{
+	vm_resume(vm);
+	vm_stop(vm, VM_END_STOPPED);
+	while (!*ended)
+		run_a_while();
+	vm_free(vm);
+}
+
+/* The UART and CMOS blobs of vm. */
+static void
+device_blobs(struct vm *vm, uint8_t **u, size_t *ul, uint8_t **l, size_t *ll)
+{
+	*u = *l = NULL;
+	*ul = *ll = 0;
+	if (uart_save(vm_uart(vm), u, ul) != 0 ||
+	    legacy_save(vm_legacy(vm), l, ll) != 0)
+		fatalx("device save");
+}
+
+/*
+ * The guest programs the UART the way the Linux 8250 driver does
+ * (divisor, line control, FIFO, loopback bytes into the RX FIFO, the
+ * receive interrupt on) and writes CMOS RAM; after a snapshot and a
+ * restore the registers, FIFO, interrupt line and CMOS are as saved.
+ */
+static int
+t_uart_legacy(void)
+{
+	struct snapshot_restore_opts	 o;
+	struct vm_config		 c;
+	struct vm			*vm, *b = NULL;
+	struct hv_vcpu			*v;
+	uint8_t				*ua, *la, *ub, *lb, *bad = NULL;
+	size_t				 ual, lal, ubl, lbl, n;
+	uint32_t			 ver = 2;
+	char				*d;
+	bool				 ended = false;
+	int				 rc = TAP_FAIL;
+
+	xasprintf(&d, "%s/uartsnap", tmpdir);
+	fill_config(&c, NULL);
+	if ((vm = vm_create(R, &c, err, sizeof(err))) == NULL) {
+		tap_diag("vm_create: %s", err);
+		free(d);
+		return TAP_FAIL;
+	}
+	v = vm_vcpu_hv(vm, 0);
+	outb(v, 0x3fb, 0x83);		/* DLAB */
+	outb(v, 0x3f8, 0x01);		/* DLL: 115200 baud */
+	outb(v, 0x3f9, 0x00);
+	outb(v, 0x3fb, 0x03);		/* 8N1 */
+	outb(v, 0x3fa, 0x01);		/* FIFO on */
+	outb(v, 0x3ff, 0x5a);		/* scratch */
+	outb(v, 0x3fc, 0x1b);		/* loopback, DTR, RTS, OUT2 */
+	outb(v, 0x3f8, 'h');
+	outb(v, 0x3f8, 'i');
+	outb(v, 0x3fc, 0x0b);		/* loopback off */
+	outb(v, 0x3f9, 0x01);		/* receive interrupt on */
+	outb(v, 0x70, 0x40);
+	outb(v, 0x71, 0xab);		/* CMOS RAM byte */
+	outb(v, 0x70, 0x41);
+	if (start_and_pause(vm, &ended) != 0) {
+		tap_diag("the machine did not pause");
+		goto out;
+	}
+	TAP_CHECK_GOTO(hv_fake_irq_level(vm_hv(vm), 4, NULL) == 1, out);
+	if (snapshot_save(vm, d, err, sizeof(err)) != 0) {
+		tap_diag("snapshot_save: %s", err);
+		goto out;
+	}
+	device_blobs(vm, &ua, &ual, &la, &lal);
+	snapshot_restore_opts_init(&o);
+	if ((b = snapshot_restore(R, d, &o, err, sizeof(err))) == NULL) {
+		tap_diag("restore: %s", err);
+		goto out_blobs;
+	}
+	device_blobs(b, &ub, &ubl, &lb, &lbl);
+	/* Register file: IER LCR MCR SCR FCR DLL DLM, THRE, IRQ, FIFO. */
+	TAP_CHECK_GOTO(ubl == ual && memcmp(ua, ub, ual) == 0, out_all);
+	TAP_CHECK_GOTO(ubl == 19 + 2 && memcmp(ub + 8,
+	    "\x01\x03\x0b\x5a\x01\x01\x00", 7) == 0 && ub[16] == 1 &&
+	    ub[17] == 2 && memcmp(ub + 19, "hi", 2) == 0, out_all);
+	TAP_CHECK_GOTO(lbl == lal && memcmp(la, lb, lal) == 0, out_all);
+	TAP_CHECK_GOTO(lb[8] == 0x41 && lb[9 + 0x40] == 0xab, out_all);
+	/* The restored UART drove its interrupt line as it was. */
+	TAP_CHECK_GOTO(hv_fake_irq_level(vm_hv(b), 4, NULL) == 1, out_all);
+	/* Blobs of another version, cut short, or with a FIFO longer than
+	 * the UART's are refused. */
+	bad = xmalloc(ubl);
+	memcpy(bad, ub, ubl);
+	memcpy(bad + 4, &ver, 4);
+	TAP_CHECK_GOTO(uart_load(vm_uart(b), bad, ubl) == -EPROTO, out_all);
+	TAP_CHECK_GOTO(uart_load(vm_uart(b), ub, ubl - 1) == -EINVAL,
+	    out_all);
+	memcpy(bad, ub, ubl);
+	bad[18] = 0x10;			/* 4096 + 2 bytes */
+	TAP_CHECK_GOTO(uart_load(vm_uart(b), bad, ubl) == -EINVAL, out_all);
+	n = lbl;
+	TAP_CHECK_GOTO(legacy_load(vm_legacy(b), lb, n - 1) == -EINVAL,
+	    out_all);
+	memcpy(lb + 4, &ver, 4);
+	TAP_CHECK_GOTO(legacy_load(vm_legacy(b), lb, n) == -EPROTO, out_all);
+	rc = TAP_PASS;
+out_all:
+	free(bad);
+	free(ub);
+	free(lb);
+out_blobs:
+	free(ua);
+	free(la);
+out:
+	vm_free(b);
+	stop_and_free(vm, &ended);
+	free(d);
+	return rc;
+}
+
+/* The whole RAM of two machines is the same. */
+static bool
+same_ram(struct vm *a, struct vm *b)
+{
+	uint64_t	sa, sb;
+	uint8_t		*ra = vm_ram(a, &sa), *rb = vm_ram(b, &sb);
+
+	return sa == sb && memcmp(ra, rb, sa) == 0;
+}
+
+/* The page count a diff directory's pages file holds. */
+static uint64_t
+diff_pages(const char *dir)
+{
+	struct stat	 st;
+	char		*p;
+	uint64_t	 n;
+
+	xasprintf(&p, "%s/pages", dir);
+	n = stat(p, &st) == 0 ? ((uint64_t)st.st_size - 16) / (8 + 4096) :
+	    ~0ULL;
+	free(p);
+	return n;
+}
+
+/*
+ * Diff snapshots: a clone of the base with dirty logging; the guest
+ * writes one page (in the dirty log), the host writes another (a
+ * device's DMA: not in the log), a third is written back unchanged and
+ * a fourth only marked in the log.  The diff holds the two changed
+ * pages, restores to the same RAM and registers, and is refused against
+ * a base it was not taken from, as its own base, with a truncated pages
+ * file, and as the base of another diff.  A machine not made from the
+ * base (booted) diffs by comparing every page.
+ */
+static int
+t_diff(void)
+{
+	struct snapshot_restore_opts	 o;
+	struct vm_config		 c;
+	struct vm			*a, *b = NULL, *f = NULL;
+	struct hv_regs			 r;
+	uint64_t			 size, *bm = NULL;
+	uint8_t				*ram;
+	char				*d, *d2, *d3, *p = NULL, *vs;
+	uint8_t				 tmp[64];
+	bool				 ended = false, fended = false;
+	int				 rc = TAP_FAIL;
+
+	xasprintf(&d, "%s/diff", tmpdir);
+	xasprintf(&d2, "%s/diff2", tmpdir);
+	xasprintf(&d3, "%s/diff3", tmpdir);
+	xasprintf(&vs, "%s/vsock-diff", tmpdir);
+	snapshot_restore_opts_init(&o);
+	o.track_dirty = true;
+	o.vsock_path = vs;
+	if ((a = snapshot_restore(R, snapdir, &o, err, sizeof(err))) == NULL) {
+		tap_diag("restore: %s", err);
+		goto out_free;
+	}
+	if (start_and_pause(a, &ended) != 0)
+		goto out;
+	ram = vm_ram(a, &size);
+	bm = xcalloc(size / 4096 / 64, sizeof(*bm));
+	/* The dirty log: what the guest wrote, once. */
+	hv_fake_guest_dirty(vm_hv(a), 0x5000, 1);
+	TAP_CHECK_GOTO(vm_dirty_log(a, bm) == 0 && bm[0] == 1ULL << 5, out);
+	bm[0] = 0;
+	TAP_CHECK_GOTO(vm_dirty_log(a, bm) == 0 && bm[0] == 0, out);
+	memcpy(ram + 0x300000, "guest wrote this", 16);
+	hv_fake_guest_dirty(vm_hv(a), 0x300000, 16);
+	memcpy(ram + 0x500000, "device wrote this", 17);
+	memcpy(tmp, ram + 0x400000, sizeof(tmp));	/* unchanged */
+	memcpy(ram + 0x400000, tmp, sizeof(tmp));
+	hv_fake_guest_dirty(vm_hv(a), 0x600000, 4096);	/* unchanged */
+	if (snapshot_save_diff(a, snapdir, d, err, sizeof(err)) != 0) {
+		tap_diag("snapshot_save_diff: %s", err);
+		goto out;
+	}
+	tap_diag("diff: %llu pages", (unsigned long long)diff_pages(d));
+	TAP_CHECK_GOTO(diff_pages(d) == 2, out);
+	snapshot_restore_opts_init(&o);
+	o.verify_memory = true;
+	if ((b = snapshot_restore(R, d, &o, err, sizeof(err))) == NULL) {
+		tap_diag("restore the diff: %s", err);
+		goto out;
+	}
+	TAP_CHECK_GOTO(same_ram(a, b), out);
+	TAP_CHECK_GOTO(hv_vcpu_get_regs(vm_vcpu_hv(b, 1), &r) == 0 &&
+	    memcmp(&r, &want_regs, sizeof(r)) == 0, out);
+	vm_free(b);
+	b = NULL;
+	/* Into its own base, against a diff: refused. */
+	TAP_CHECK_GOTO(snapshot_save_diff(a, snapdir, snapdir, err,
+	    sizeof(err)) == -EINVAL, out);
+	tap_diag("refused: %s", err);
+	TAP_CHECK_GOTO(snapshot_save_diff(a, d, d2, err, sizeof(err)) ==
+	    -EINVAL && strstr(err, "diff snapshot itself") != NULL, out);
+	tap_diag("refused: %s", err);
+	/* Another base than its own. */
+	snapshot_restore_opts_init(&o);
+	xasprintf(&p, "%s/uartsnap", tmpdir);
+	o.base_dir = p;
+	b = snapshot_restore(R, d, &o, err, sizeof(err));
+	free(p);
+	p = NULL;
+	TAP_CHECK_GOTO(b == NULL && strstr(err, "another snapshot") != NULL,
+	    out);
+	tap_diag("refused: %s", err);
+	/* A booted machine diffs by comparison; a second diff of the
+	 * clone still holds its pages after the log was restarted. */
+	fill_config(&c, NULL);
+	if ((f = vm_create(R, &c, err, sizeof(err))) == NULL ||
+	    start_and_pause(f, &fended) != 0) {
+		tap_diag("boot: %s", err);
+		goto out;
+	}
+	if (snapshot_save_diff(f, snapdir, d3, err, sizeof(err)) != 0 ||
+	    snapshot_save_diff(a, snapdir, d2, err, sizeof(err)) != 0) {
+		tap_diag("snapshot_save_diff: %s", err);
+		goto out;
+	}
+	TAP_CHECK_GOTO(diff_pages(d2) == 2, out);
+	snapshot_restore_opts_init(&o);
+	if ((b = snapshot_restore(R, d3, &o, err, sizeof(err))) == NULL) {
+		tap_diag("restore the booted diff: %s", err);
+		goto out;
+	}
+	TAP_CHECK_GOTO(same_ram(f, b), out);
+	tap_diag("booted diff: %llu pages", (unsigned long long)diff_pages(d3));
+	vm_free(b);
+	b = NULL;
+	/* A truncated pages file. */
+	xasprintf(&p, "%s/pages", d);
+	TAP_CHECK_GOTO(truncate(p, 16 + 2 * 8 + 4096) == 0, out);
+	if (refused(d, false, "truncated") != TAP_PASS)
+		goto out;
+	/* The base taken again (of another machine) under the same name:
+	 * the clone's RAM is still the old memory file, so its diff is
+	 * made by comparison and still restores to its RAM. */
+	if (snapshot_save(f, snapdir, err, sizeof(err)) != 0 ||
+	    snapshot_save_diff(a, snapdir, d2, err, sizeof(err)) != 0) {
+		tap_diag("base again: %s", err);
+		goto out;
+	}
+	snapshot_restore_opts_init(&o);
+	if ((b = snapshot_restore(R, d2, &o, err, sizeof(err))) == NULL) {
+		tap_diag("restore over the new base: %s", err);
+		goto out;
+	}
+	tap_diag("diff over the new base: %llu pages",
+	    (unsigned long long)diff_pages(d2));
+	TAP_CHECK_GOTO(same_ram(a, b), out);
+	rc = TAP_PASS;
+out:
+	vm_free(b);
+	if (f != NULL)
+		stop_and_free(f, &fended);
+	stop_and_free(a, &ended);
+out_free:
+	free(bm);
+	free(p);
+	free(vs);
+	free(d);
+	free(d2);
+	free(d3);
+	return rc;
+}
+
 static const struct tap_case cases[] = {
 	{ "capture a paused machine into a sparse memory file", t_capture },
 	{ "restore two clones: registers, devices, copy-on-write RAM",
@@ -549,6 +899,9 @@ static const struct tap_case cases[] = {
 	{ "corrupted memory file refused when verified", t_memory_digest },
 	{ "host CPU lacking a feature refused", t_cpu_features },
 	{ "export, import, and bad exports", t_export_import },
+	{ "UART registers, RX FIFO, IRQ and CMOS round trip", t_uart_legacy },
+	{ "diff snapshot: dirtied pages only, BASE + diff restore, refusals",
+	    t_diff },	/* last: it takes the base again */
 };
 
 int
