@@ -200,6 +200,7 @@ cli_boot_snapshot(const struct smx_boot_opts *o, uint64_t after_ms,
 		c.shares[i].tag = o->shares[i].tag;
 		c.shares[i].readonly = o->shares[i].readonly;
 		c.shares[i].dax = o->shares[i].dax;
+		c.shares[i].dax_window = o->shares[i].dax_window_mib << 20;
 	}
 	c.nshares = o->nshares;
 	memset(&ru, 0, sizeof(ru));
