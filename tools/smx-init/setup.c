@@ -388,11 +388,16 @@ terminate_all(void)
 	int i;
 
 	kill(-1, SIGTERM);
+	/* Every process of the guest is a child of PID 1 or ends up as
+	 * one: no children left (ECHILD) means all are gone.  kill(-1, 0)
+	 * cannot tell: it reaches kernel threads too and always succeeds. */
 	for (i = 0; i < 100; i++) {
-		while (waitpid(-1, NULL, WNOHANG) > 0)
+		pid_t pid;
+
+		while ((pid = waitpid(-1, NULL, WNOHANG)) > 0)
 			;
-		if (kill(-1, 0) < 0 && errno == ESRCH)
-			break;
+		if (pid < 0 && errno == ECHILD)
+			return;
 		nanosleep(&ts, NULL);
 	}
 	kill(-1, SIGKILL);
