@@ -172,11 +172,12 @@ struct variant {
 static struct variant variants[8];
 static size_t	 nvariants;
 
-/* Requests counted per name (a repository, "blob:<repo>", "/token"). */
+/* Requests counted per name (a repository, "blob:<repo>", "/token");
+ * room for every name the fake cases use (about 35). */
 static struct {
 	char	name[64];
 	int	n;
-} hits[32];
+} hits[64];
 
 /* Count a request for name; the count before it. */
 static int
