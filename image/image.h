@@ -107,6 +107,12 @@ int	image_store_lock_blob(struct image_store *, const char *digest,
 	    int *fd) WUR;
 void	image_store_unlock_blob(struct image_store *, const char *digest,
 	    int fd);
+/* The same lock in two steps, for a thread that must not touch the
+ * store: the lock file's path (taken where the store is alive), then
+ * the blocking lock of that path. */
+int	image_store_blob_lock_path(struct image_store *, const char *digest,
+	    char *path, size_t len) WUR;
+int	image_lock_path(const char *path, int *fd) WUR;
 /* Keep gc away while blobs are added but not yet reachable from a ref
  * (a pull: hold before the first blob, release after set_ref).  Shared:
  * any number of holders; image_store_gc() returns -EBUSY while one is

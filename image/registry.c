@@ -124,6 +124,8 @@ struct blob {
 	bool			 config;
 	enum blob_state		 state;
 	int			 lockfd, lock_error;
+	char			 lockpath[PATH_MAX];
+	int			 lockpath_error;
 	struct reactor		*reactor;	/* for the lock thread */
 	struct image_store	*store;
 	int			 fd;		/* the partial file */
@@ -1188,7 +1190,10 @@ lock_thread(void *arg)
 	int		 fd = -1, error;
 	bool		 orphan;
 
-	error = image_store_lock_blob(b->store, b->digest, &fd);
+	/* The path was taken on the reactor thread: an orphaned thread
+	 * must not touch the store, which may be closed by now. */
+	error = b->lockpath_error != 0 ? b->lockpath_error :
+	    image_lock_path(b->lockpath, &fd);
 	pthread_mutex_lock(&lock_mu);
 	b->lock_error = error;
 	b->lockfd = error == 0 ? fd : -1;
@@ -1398,6 +1403,8 @@ schedule(struct image_pull *p)
 			continue;
 		b->state = B_LOCKING;
 		p->active++;
+		b->lockpath_error = image_store_blob_lock_path(b->store,
+		    b->digest, b->lockpath, sizeof(b->lockpath));
 		pthread_attr_init(&attr);
 		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 		error = pthread_create(&t, &attr, lock_thread, b);

@@ -455,6 +455,19 @@ image_store_lock_blob(struct image_store *s, const char *digest, int *fdp)
 	return lock_file(path, LOCK_EX, fdp);
 }
 
+int
+image_store_blob_lock_path(struct image_store *s, const char *digest,
+    char *path, size_t len)
+{
+	return blob_lock_path(s, digest, path, len);
+}
+
+int
+image_lock_path(const char *path, int *fdp)
+{
+	return lock_file(path, LOCK_EX, fdp);
+}
+
 void
 image_store_unlock_blob(struct image_store *s, const char *digest, int fd)
 {
