@@ -2421,6 +2421,21 @@ smx_restore(struct smx *smx, const char *dir, const struct smx_restore_opts *oin
 		snprintf(err, errlen, "stopped by signal %d", smx->stop_signal);
 		return -EINTR;
 	}
+	switch (smx_kvm_probe(NULL)) {
+	case SMX_KVM_ABSENT:
+		snprintf(err, errlen, "KVM is not available: smx needs /dev/kvm "
+		    "(load kvm_intel or kvm_amd, or run where virtualization "
+		    "is enabled)");
+		return -ENODEV;
+	case SMX_KVM_PVM:
+		snprintf(err, errlen, "this host's /dev/kvm is PVM (KVM without "
+		    "hardware virtualization), which cannot run a Linux guest "
+		    "kernel; run smx under tools/kvm-harness (a nested-KVM VM) "
+		    "or on a host with VT-x/AMD-V");
+		return -ENOTSUP;
+	default:
+		break;
+	}
 	return restore_vm(smx, dir, o.name, o.vsock_path, o.console_fd,
 	    o.ready_timeout_ms, o.image, out, err, errlen);
 }

@@ -187,8 +187,9 @@ struct smx_vm_opts {
 	/* SMX_SNAPSHOT_AUTO: restore the image's baked snapshot (see
 	 * smx_image_bake) instead of booting when the machine asks for
 	 * nothing it cannot give (volumes, DAX, another kernel, cpus or
-	 * memory other than the bake's); without a usable one, boot and
-	 * bake this machine right after its agent is ready. */
+	 * memory other than the bake's); without a usable one, boot, and
+	 * when the machine has the default shape (1 vCPU, 256 MiB) bake
+	 * it right after its agent is ready.  -v (log_info) says which. */
 	int		 snapshot;
 };
 #define SMX_MAX_VOLUMES	3

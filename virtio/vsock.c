@@ -25,6 +25,7 @@
  * credit overrun, unexpected op) resets that stream with RST.
  */
 #include <sys/queue.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -1221,7 +1222,7 @@ vsock_load(struct virtio_dev *dev, void *priv, const uint8_t *buf,
     size_t len)
 {
 	struct vsock	*vs = priv;
-	uint32_t	 magic;
+	uint32_t	 magic, rnd;
 
 	(void)dev;
 	if (len != 12)
@@ -1230,6 +1231,14 @@ vsock_load(struct virtio_dev *dev, void *priv, const uint8_t *buf,
 	if (le32toh(magic) != VSOCK_SAVE_MAGIC)
 		return -EINVAL;
 	vsock_drop_all(vs);
+	/* The guest may hold streams of the saving machine open a while
+	 * after the reset (an application that has not closed them yet):
+	 * new host ports must not meet them, and next_port is not in the
+	 * record, so start anywhere in the (2^31-wide) range. */
+	if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		rnd = (uint32_t)now_ns();
+	vs->next_port = VSOCK_PORT_FIRST + rnd % (VSOCK_PORT_LAST -
+	    VSOCK_PORT_FIRST);
 	vs->event_reset = true;
 	vsock_event(vs);
 	return 0;

@@ -45,7 +45,7 @@ struct port {
 };
 
 struct run {
-	int		 rm, interactive, tty, detach, dax;
+	int		 rm, interactive, tty, detach, dax, no_snapshot;
 	const char	*name, *workdir, *user, *entrypoint, *image;
 	char		**env;
 	size_t		 nenv;
@@ -89,7 +89,10 @@ cmd_run_usage(FILE *f)
 	    "                        (IP default 127.0.0.1)\n"
 	    "  --cpus N              vCPUs (default 1)\n"
 	    "  --memory MIB          memory in MiB (default 256)\n"
-	    "  --dax                 map the image's files with virtio-fs DAX\n",
+	    "  --dax                 map the image's files with virtio-fs DAX\n"
+	    "  --no-snapshot         boot, even when the image has a baked\n"
+	    "                        snapshot (smx bake; run restores it and\n"
+	    "                        bakes one on first use; -v says which)\n",
 	    SMX_MAX_VOLUMES);
 }
 
@@ -309,7 +312,8 @@ port_free(const struct port *p)
 static int
 parse(struct run *r, int argc, char **argv)
 {
-	enum { O_RM = 256, O_NAME, O_ENVFILE, O_ENTRY, O_CPUS, O_MEM, O_DAX };
+	enum { O_RM = 256, O_NAME, O_ENVFILE, O_ENTRY, O_CPUS, O_MEM, O_DAX,
+	    O_NOSNAP };
 	static const struct option lopts[] = {
 		{ "rm", no_argument, NULL, O_RM },
 		{ "interactive", no_argument, NULL, 'i' },
@@ -326,6 +330,7 @@ parse(struct run *r, int argc, char **argv)
 		{ "cpus", required_argument, NULL, O_CPUS },
 		{ "memory", required_argument, NULL, O_MEM },
 		{ "dax", no_argument, NULL, O_DAX },
+		{ "no-snapshot", no_argument, NULL, O_NOSNAP },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -398,6 +403,9 @@ parse(struct run *r, int argc, char **argv)
 			break;
 		case O_DAX:
 			r->dax = 1;
+			break;
+		case O_NOSNAP:
+			r->no_snapshot = 1;
 			break;
 		case 'h':
 			cmd_run_usage(stdout);
@@ -668,7 +676,7 @@ hold(struct run *r, struct container *c)
 	sigset_t		 oldmask;
 	static const int	 proxied[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT,
 	    SIGUSR1, SIGUSR2 };
-	char			 err[512], **argv = NULL, *vsock;
+	char			 err[512], **argv = NULL, *vsock, *ctl;
 	cJSON			*cfg;
 	unsigned		 i;
 	int			 error, status;
@@ -722,6 +730,7 @@ hold(struct run *r, struct container *c)
 	vo.volumes = r->vols;
 	vo.nvolumes = r->nvols;
 	vo.vsock_path = vsock;
+	vo.snapshot = r->no_snapshot ? SMX_SNAPSHOT_NONE : SMX_SNAPSHOT_AUTO;
 	err[0] = '\0';
 	error = smx_vm_start(smx, img, &vo, &vm, err, sizeof err);
 	free(vsock);
@@ -730,6 +739,11 @@ hold(struct run *r, struct container *c)
 		    strerror(-error));
 		goto out_image;
 	}
+	/* smx snapshot NAME reaches this process here. */
+	ctl = container_path(c->name, "ctl");
+	if (smx_vm_control(vm, ctl, err, sizeof err) != 0)
+		log_warnx("%s: no control socket: %s", c->name, err);
+	free(ctl);
 	for (i = 0; i < r->nports; i++) {
 		err[0] = '\0';
 		if ((error = smx_vm_publish(vm, r->ports[i].ip,
