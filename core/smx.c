@@ -1592,7 +1592,7 @@ smx_exec_opts_init(struct smx_exec_opts *o)
 {
 	memset(o, 0, sizeof *o);
 	o->size = sizeof *o;
-	o->stdin_fd = o->stdout_fd = o->stderr_fd = -1;
+	o->stdin_fd = o->stdout_fd = o->stderr_fd = o->winch_fd = -1;
 }
 
 void
@@ -1724,6 +1724,10 @@ smx_exec(struct smx_vm *v, const struct smx_exec_opts *oin,
 	j->x.stdin_len = o.stdin_len;
 	j->x.stdout_fd = o.stdout_fd;
 	j->x.stderr_fd = o.stderr_fd;
+	if (o.tty && o.winch_fd >= 0) {
+		j->x.flags |= AGENT_EXEC_WINCH;
+		j->x.winch_fd = o.winch_fd;
+	}
 	j->x.started = exec_started_cb;
 	j->x.started_arg = j;
 	j->started_fn = o.started_fn;

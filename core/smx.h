@@ -233,6 +233,10 @@ struct smx_exec_opts {
 	 * this API that waits. */
 	void		(*started_fn)(void *arg, int pid);
 	void		*started_arg;
+	/* With tty: a terminal whose size follows the process: each
+	 * SIGWINCH (caught process-wide while the exec runs) resizes the
+	 * guest's pty to it.  -1 (default): none. */
+	int		 winch_fd;
 };
 
 struct smx_exec_result {

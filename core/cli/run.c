@@ -776,8 +776,10 @@ hold(struct run *r, struct container *c)
 		eo.rows = ws.ws_row;
 		eo.cols = ws.ws_col;
 	}
-	if (r->tty && !r->detach && isatty(0))
+	if (r->tty && !r->detach && isatty(0)) {
+		eo.winch_fd = 0;
 		container_tty_raw();
+	}
 	memset(&res, 0, sizeof res);
 	err[0] = '\0';
 	error = smx_exec(vm, &eo, &res, err, sizeof err);
