@@ -601,13 +601,25 @@ int
 virtio_dev_save(struct virtio_dev *dev, uint8_t **buf, size_t *len)
 {
 	const struct virtio_queue	*vq;
-	size_t				 start = *len, need, devlen_at;
-	uint8_t				*p;
+	uint8_t				*p, *dbuf = NULL;
+	size_t				 start = *len, need, dlen = 0;
 	unsigned			 i;
 	int				 rc;
 
+	/* The device's own record first: saving completes the requests
+	 * it has in flight, which pushes used entries and may raise the
+	 * interrupt, so the transport state below must be read after. */
+	if (dev->ops->save != NULL &&
+	    (rc = dev->ops->save(dev, dev->priv, &dbuf, &dlen)) < 0) {
+		free(dbuf);
+		return rc;
+	}
+	if (dlen > UINT32_MAX) {
+		free(dbuf);
+		return -EOVERFLOW;
+	}
 	need = SAVE_HDR + (size_t)dev->ops->nqueues * SAVE_QUEUE + 4;
-	*buf = xreallocarray(*buf, start + need, 1);
+	*buf = xreallocarray(*buf, start + need + dlen, 1);
 	p = *buf + start;
 	put_le(p, SAVE_MAGIC, 4); p += 4;
 	put_le(p, SAVE_VERSION, 4); p += 4;
@@ -633,19 +645,11 @@ virtio_dev_save(struct virtio_dev *dev, uint8_t **buf, size_t *len)
 		put_le(p, vq->signalled_used, 2); p += 2;
 		put_le(p, 0, 2); p += 2;
 	}
-	devlen_at = p - *buf;
-	*len = devlen_at + 4;
-	if (dev->ops->save != NULL) {
-		if ((rc = dev->ops->save(dev, dev->priv, buf, len)) < 0) {
-			*len = start;
-			return rc;
-		}
-		if (*len - (devlen_at + 4) > UINT32_MAX) {
-			*len = start;
-			return -EOVERFLOW;
-		}
-	}
-	put_le(*buf + devlen_at, *len - (devlen_at + 4), 4);
+	put_le(p, dlen, 4); p += 4;
+	if (dlen > 0)
+		memcpy(p, dbuf, dlen);
+	*len = start + need + dlen;
+	free(dbuf);
 	return 0;
 }
 
