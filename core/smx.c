@@ -647,6 +647,26 @@ image_read_config(struct image_store *s, struct smx_image *img, char *err,
 	return 0;
 }
 
+/* Take a caller's versioned option struct (its first member is its
+ * size) over the defaults in dst: older, shorter structs keep the
+ * defaults of the fields they lack.  NULL keeps every default. */
+static int
+opts_take(void *dst, size_t dsize, const void *src, const char *who,
+    char *err, size_t errlen)
+{
+	size_t	size;
+
+	if (src == NULL)
+		return 0;
+	memcpy(&size, src, sizeof size);
+	if (size < sizeof(size_t) || size > dsize) {
+		snprintf(err, errlen, "%s: bad options size %zu", who, size);
+		return -EINVAL;
+	}
+	memcpy(dst, src, size);
+	return 0;
+}
+
 void
 smx_image_opts_init(struct smx_image_opts *o)
 {
@@ -814,14 +834,8 @@ smx_image_open(struct smx *smx, const char *refstr,
 		errlen = sizeof dummy;
 	}
 	smx_image_opts_init(&o);
-	if (oin != NULL) {
-		if (oin->size < sizeof(size_t) || oin->size > sizeof o) {
-			snprintf(err, errlen, "smx_image_open: bad options "
-			    "size %zu", oin->size);
-			return -EINVAL;
-		}
-		memcpy(&o, oin, oin->size);
-	}
+	if (opts_take(&o, sizeof o, oin, "smx_image_open", err, errlen) != 0)
+		return -EINVAL;
 	if (image_ref_parse(refstr, &ref, err, errlen) != 0)
 		return -EINVAL;
 	image_ref_familiar(&ref, name, sizeof name);
@@ -1258,14 +1272,8 @@ smx_vm_start(struct smx *smx, struct smx_image *img,
 		errlen = sizeof dummy;
 	}
 	smx_vm_opts_init(&o);
-	if (oin != NULL) {
-		if (oin->size < sizeof(size_t) || oin->size > sizeof o) {
-			snprintf(err, errlen, "smx_vm_start: bad options size "
-			    "%zu", oin->size);
-			return -EINVAL;
-		}
-		memcpy(&o, oin, oin->size);
-	}
+	if (opts_take(&o, sizeof o, oin, "smx_vm_start", err, errlen) != 0)
+		return -EINVAL;
 	if (o.nvolumes > SMX_MAX_VOLUMES) {
 		snprintf(err, errlen, "%u volumes: at most %d", o.nvolumes,
 		    SMX_MAX_VOLUMES);
@@ -1679,12 +1687,8 @@ smx_exec(struct smx_vm *v, const struct smx_exec_opts *oin,
 	}
 	memset(res, 0, sizeof *res);
 	smx_exec_opts_init(&o);
-	if (oin->size < sizeof(size_t) || oin->size > sizeof o) {
-		snprintf(err, errlen, "smx_exec: bad options size %zu",
-		    oin->size);
+	if (opts_take(&o, sizeof o, oin, "smx_exec", err, errlen) != 0)
 		return -EINVAL;
-	}
-	memcpy(&o, oin, oin->size);
 	if (img == NULL && (o.argv == NULL || o.argv[0] == NULL)) {
 		snprintf(err, errlen, "smx_exec: give a command: the machine "
 		    "has no image to take one from");
@@ -2413,14 +2417,8 @@ smx_restore(struct smx *smx, const char *dir, const struct smx_restore_opts *oin
 		errlen = sizeof dummy;
 	}
 	smx_restore_opts_init(&o);
-	if (oin != NULL) {
-		if (oin->size < sizeof(size_t) || oin->size > sizeof o) {
-			snprintf(err, errlen, "smx_restore: bad options size "
-			    "%zu", oin->size);
-			return -EINVAL;
-		}
-		memcpy(&o, oin, oin->size);
-	}
+	if (opts_take(&o, sizeof o, oin, "smx_restore", err, errlen) != 0)
+		return -EINVAL;
 	if (smx->stop_signal != 0) {
 		snprintf(err, errlen, "stopped by signal %d", smx->stop_signal);
 		return -EINTR;
@@ -2667,14 +2665,8 @@ smx_image_bake(struct smx *smx, struct smx_image *img,
 		errlen = sizeof dummy;
 	}
 	smx_bake_opts_init(&o);
-	if (oin != NULL) {
-		if (oin->size < sizeof(size_t) || oin->size > sizeof o) {
-			snprintf(err, errlen, "smx_image_bake: bad options "
-			    "size %zu", oin->size);
-			return -EINVAL;
-		}
-		memcpy(&o, oin, oin->size);
-	}
+	if (opts_take(&o, sizeof o, oin, "smx_image_bake", err, errlen) != 0)
+		return -EINVAL;
 	if (o.dir != NULL)
 		final = xstrdup(o.dir);
 	else {
