@@ -721,6 +721,12 @@ virtio_dev_load(struct virtio_dev *dev, const uint8_t *buf, size_t len)
 	 * driver reads InterruptStatus). */
 	if (dev->isr != 0)
 		(void)reactor_eventfd_signal(dev->irqfd);
+	/* A kick the guest gave just before the snapshot may have been
+	 * taken by the saving process's ioeventfd and never seen here:
+	 * look at every queue once, as a kick would (a spurious kick
+	 * finds nothing new). */
+	for (i = 0; i < dev->ops->nqueues; i++)
+		queue_kick(dev, i);
 	return 0;
 
 err_reset:
