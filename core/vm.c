@@ -599,6 +599,25 @@ vcpu_io_exit(struct vcpu *v, const struct hv_exit *x, bool mmio)
 	vcpu_post_wait(v, &m);
 }
 
+/* Where a vCPU was when the guest triple-faulted: one line for the log
+ * (vCPU thread, the vCPU is not running). */
+static void
+vcpu_log_fault(struct vcpu *v)
+{
+	struct hv_regs	r;
+	struct hv_sregs	sr;
+
+	if (hv_vcpu_get_regs(v->hv, &r) != 0 ||
+	    hv_vcpu_get_sregs(v->hv, &sr) != 0)
+		return;
+	log_warn("vcpu %u triple fault: rip %#llx rsp %#llx rflags %#llx "
+	    "cr0 %#llx cr2 %#llx cr3 %#llx cr4 %#llx efer %#llx", v->id,
+	    (unsigned long long)r.rip, (unsigned long long)r.rsp,
+	    (unsigned long long)r.rflags, (unsigned long long)sr.cr0,
+	    (unsigned long long)sr.cr2, (unsigned long long)sr.cr3,
+	    (unsigned long long)sr.cr4, (unsigned long long)sr.efer);
+}
+
 static void
 vcpu_end(struct vcpu *v, enum vm_end end, const char *what)
 {
@@ -676,6 +695,7 @@ vcpu_main(void *arg)
 			vcpu_end(v, VM_END_POWEROFF, "halt");
 			goto out;
 		case HV_EXIT_SHUTDOWN:
+			vcpu_log_fault(v);
 			vcpu_end(v, VM_END_TRIPLE_FAULT, "triple fault");
 			goto out;
 		case HV_EXIT_RESET:
