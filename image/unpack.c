@@ -577,26 +577,6 @@ make_room(struct unpacker *u, int dfd, const char *name, bool is_dir,
 	return 0;
 }
 
-/* pwrite all of buf at off. */
-static int
-pwrite_all(int fd, const char *buf, size_t len, off_t off)
-{
-	ssize_t	n;
-
-	while (len > 0) {
-		n = pwrite(fd, buf, len, off);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		buf += n;
-		len -= n;
-		off += n;
-	}
-	return 0;
-}
-
 /* Copy the entry's data into fd.  libarchive hands sparse files over as
  * blocks at offsets; the gaps are left as holes and the final size set
  * with ftruncate, so trailing holes count too. */

@@ -718,25 +718,6 @@ capture_done_cb(void *arg)
 	capture_free(c);
 }
 
-/* Write [p, p + len) at off, whole. */
-static int
-pwrite_all(int fd, const void *p, size_t len, uint64_t off)
-{
-	size_t	done = 0;
-	ssize_t	n;
-
-	while (done < len) {
-		n = pwrite(fd, (const uint8_t *)p + done, len - done,
-		    (off_t)(off + done));
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n == 0 ? -EIO : -errno;
-		done += (size_t)n;
-	}
-	return 0;
-}
-
 /*
  * A diff's pages file (format in snapshot_impl.h): the candidate pages
  * that differ from the base, compared byte for byte, so a page written

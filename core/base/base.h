@@ -79,6 +79,8 @@ int	 read_file(const char *path, size_t maxlen, uint8_t **buf,
 	     size_t *len) WUR;
 /* Write all len bytes (retrying short writes and EINTR).  0 or -errno. */
 int	 write_all(int fd, const void *buf, size_t len) WUR;
+/* The same at offset off (pwrite), for files.  0 or -errno. */
+int	 pwrite_all(int fd, const void *buf, size_t len, uint64_t off) WUR;
 
 /*
  * Remove dfd/name and everything below it, never following symlinks

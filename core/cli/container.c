@@ -540,3 +540,49 @@ container_start_status(int error)
 		return CONTAINER_EXIT_SMX;
 	}
 }
+
+int
+container_holder_stdio(const char *name)
+{
+	char	*log = container_path(name, "log");
+	int	 fd, error = 0;
+
+	if ((fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
+	    0644)) == -1)
+		error = -errno;
+	free(log);
+	if (fd == -1)
+		return error;
+	dup2(fd, 1);
+	dup2(fd, 2);
+	close(fd);
+	if ((fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) != -1) {
+		dup2(fd, 0);
+		close(fd);
+	}
+	return 0;
+}
+
+int
+container_holder_word(int fd, char *buf, size_t len, int *code, char **msg)
+{
+	size_t	n = 0;
+	ssize_t	k;
+
+	while (n < len - 1 && (k = read(fd, buf + n, len - 1 - n)) != 0) {
+		if (k < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		n += (size_t)k;
+		if (memchr(buf, '\n', n) != NULL)
+			break;
+	}
+	buf[n] = '\0';
+	close(fd);
+	if (n == 0)
+		return -1;
+	*code = (int)strtol(buf, msg, 10);
+	return *msg == buf ? -1 : 0;
+}

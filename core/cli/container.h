@@ -103,6 +103,19 @@ int	container_signal(const char *cmd, const struct container *c, int sig);
 #define CONTAINER_EXIT_NOEXEC	126	/* the command cannot be executed */
 #define CONTAINER_EXIT_NOTFOUND	127	/* the command was not found */
 
+/*
+ * Detaching: the holder (the forked smx process that keeps the machine)
+ * sends its parent one word, "CODE message\n" (0 once the container
+ * runs).  container_holder_stdio() points the holder's stdout/stderr at
+ * the container's log and its stdin at /dev/null (-errno when the log
+ * cannot be opened: stdio is left alone).  container_holder_word()
+ * reads the word in the parent and closes fd: 0 with *code and *msg
+ * (pointing into buf), or -1 when the holder ended without one.
+ */
+int	container_holder_stdio(const char *name);
+int	container_holder_word(int fd, char *buf, size_t len, int *code,
+	    char **msg);
+
 /* The exit status for a process that could not be started (-errno). */
 int	container_start_status(int error);
 

@@ -828,25 +828,10 @@ static int
 detach_parent(struct run *r, int fd, pid_t child, const char *name)
 {
 	char	 buf[1200], *msg;
-	size_t	 n = 0;
-	ssize_t	 k;
 	int	 code;
 
-	while (n < sizeof buf - 1 &&
-	    (k = read(fd, buf + n, sizeof buf - 1 - n)) != 0) {
-		if (k < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		n += (size_t)k;
-		if (memchr(buf, '\n', n) != NULL)
-			break;
-	}
-	buf[n] = '\0';
-	close(fd);
 	(void)r;
-	if (n == 0 || (code = (int)strtol(buf, &msg, 10), msg == buf)) {
+	if (container_holder_word(fd, buf, sizeof buf, &code, &msg) != 0) {
 		char *log = container_path(name, "log");
 
 		fprintf(stderr, "smx: run: the detached smx process (pid %ld) "
@@ -870,9 +855,9 @@ cmd_run(int argc, char **argv)
 	struct container	 c;
 	struct image_ref	 ref;
 	const char		*why;
-	char			 id[65], *name, *log, msg[256];
+	char			 id[65], *name, msg[256];
 	unsigned		 i;
-	int			 error, status, fds[2], fd;
+	int			 error, status, fds[2];
 	pid_t			 pid;
 
 	memset(&r, 0, sizeof r);
@@ -947,19 +932,9 @@ cmd_run(int argc, char **argv)
 		close(fds[0]);
 		r.notify_fd = fds[1];
 		setsid();
-		log = container_path(name, "log");
-		fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-		free(log);
-		if (fd == -1)
+		if ((error = container_holder_stdio(name)) != 0)
 			_exit(fail(&r, EXIT_SMX, "cannot open the log: %s",
-			    strerror(errno)));
-		dup2(fd, 1);
-		dup2(fd, 2);
-		close(fd);
-		if ((fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) != -1) {
-			dup2(fd, 0);
-			close(fd);
-		}
+			    strerror(-error)));
 		container_set_holder(&c);
 		container_save(&c);
 		_exit(hold(&r, &c));

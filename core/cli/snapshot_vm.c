@@ -288,10 +288,8 @@ cli_restore_container(const char *dir, const char *name, char **ports,
 {
 	struct rport		 pt[MAX_PORTS];
 	struct container	 c;
-	char			 id[65], buf[700], *msg, *log, *adir;
-	size_t			 n = 0;
-	ssize_t			 k;
-	int			 fds[2], fd, error, code;
+	char			 id[65], buf[700], *msg, *adir;
+	int			 fds[2], error, code;
 	pid_t			 pid;
 
 	if (nports > MAX_PORTS) {
@@ -336,38 +334,15 @@ cli_restore_container(const char *dir, const char *name, char **ports,
 	if (pid == 0) {
 		close(fds[0]);
 		setsid();
-		log = container_path(name, "log");
-		if ((fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
-		    0644)) != -1) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-			close(fd);
-		}
-		free(log);
-		if ((fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) != -1) {
-			dup2(fd, 0);
-			close(fd);
-		}
+		/* No log: the holder still runs, its output is lost. */
+		(void)container_holder_stdio(name);
 		container_set_holder(&c);
 		container_save(&c);
 		_exit(restore_hold(adir, &c, pt, nports, fds[1]));
 	}
 	close(fds[1]);
-	while (n < sizeof buf - 1 && (k = read(fds[0], buf + n,
-	    sizeof buf - 1 - n)) != 0) {
-		if (k < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		n += (size_t)k;
-		if (memchr(buf, '\n', n) != NULL)
-			break;
-	}
-	buf[n] = '\0';
-	close(fds[0]);
 	free(adir);
-	if (n == 0 || (code = (int)strtol(buf, &msg, 10), msg == buf)) {
+	if (container_holder_word(fds[0], buf, sizeof buf, &code, &msg) != 0) {
 		fprintf(stderr, "smx: restore: the smx process holding %s "
 		    "ended first (see smx logs %s)\n", name, name);
 		return CLI_EXIT_ERROR;
