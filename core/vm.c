@@ -600,7 +600,9 @@ vcpu_io_exit(struct vcpu *v, const struct hv_exit *x, bool mmio)
 }
 
 /* Where a vCPU was when the guest triple-faulted: one line for the log
- * (vCPU thread, the vCPU is not running). */
+ * (vCPU thread, the vCPU is not running).  AMD's SVM leaves the state
+ * undefined after a shutdown and KVM reinitialises the vCPU before it
+ * returns (real mode at the reset vector): nothing to tell then. */
 static void
 vcpu_log_fault(struct vcpu *v)
 {
@@ -610,7 +612,12 @@ vcpu_log_fault(struct vcpu *v)
 	if (hv_vcpu_get_regs(v->hv, &r) != 0 ||
 	    hv_vcpu_get_sregs(v->hv, &sr) != 0)
 		return;
-	log_warn("vcpu %u triple fault: rip %#llx rsp %#llx rflags %#llx "
+	if ((sr.cr0 & 1) == 0 && r.rip == 0xfff0) {
+		log_warnx("vcpu %u triple fault: its state was reset by the "
+		    "hypervisor (AMD SVM), where it was is not known", v->id);
+		return;
+	}
+	log_warnx("vcpu %u triple fault: rip %#llx rsp %#llx rflags %#llx "
 	    "cr0 %#llx cr2 %#llx cr3 %#llx cr4 %#llx efer %#llx", v->id,
 	    (unsigned long long)r.rip, (unsigned long long)r.rsp,
 	    (unsigned long long)r.rflags, (unsigned long long)sr.cr0,

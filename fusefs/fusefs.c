@@ -131,6 +131,11 @@ struct fusefs {
 	struct mapping		*maps;
 	size_t			 nmaps;
 	bool			 initialized;
+	/* The client drops a file's cached pages when it sees the file's
+	 * mtime or size change (FUSE_AUTO_INVAL_DATA): opens may then keep
+	 * them (FOPEN_KEEP_CACHE) and a host edit still shows once the
+	 * attributes' lifetime ends or an inotify invalidation arrives. */
+	bool			 auto_inval;
 	uint32_t		 minor;
 	uint32_t		 max_write;
 	struct fusefs_stats	 st;
@@ -1070,6 +1075,7 @@ op_init(struct req *rq)
 		out.map_alignment = 12;	/* log2 of the 4 KiB page */
 	pthread_mutex_lock(&fs->lock);
 	fs->initialized = true;
+	fs->auto_inval = (want & FUSE_AUTO_INVAL_DATA) != 0;
 	fs->minor = out.minor;
 	pthread_mutex_unlock(&fs->lock);
 	return reply(rq, &out, sizeof(out));
@@ -1483,6 +1489,20 @@ open_flags(uint32_t f)
 	return (int)(f | O_CLOEXEC);
 }
 
+/* OPEN's answer on the page cache: keep a file's pages across opens when
+ * the client drops them on a change it sees (a host edit shows when the
+ * attributes expire, within 1 s, or at once with inotify). */
+static uint32_t
+keep_cache(struct fusefs *fs)
+{
+	bool	keep;
+
+	pthread_mutex_lock(&fs->lock);
+	keep = fs->auto_inval;
+	pthread_mutex_unlock(&fs->lock);
+	return keep ? FOPEN_KEEP_CACHE : 0;
+}
+
 static ssize_t
 op_open(struct req *rq)
 {
@@ -1512,6 +1532,7 @@ op_open(struct req *rq)
 	h = handle_new(rq->fs, rq->node, fd, in.flags, false);
 	memset(&oo, 0, sizeof(oo));
 	oo.fh = h->fh;
+	oo.open_flags = keep_cache(rq->fs);
 	return reply(rq, &oo, sizeof(oo));
 }
 
@@ -1559,6 +1580,7 @@ op_create(struct req *rq)
 	node_put(rq->fs, n);
 	memset(&oo, 0, sizeof(oo));
 	oo.fh = h->fh;
+	oo.open_flags = keep_cache(rq->fs);
 	return reply2(rq, &eo, sizeof(eo), &oo, sizeof(oo));
 }
 
@@ -2728,6 +2750,7 @@ drop_all(struct fusefs *fs)
 	}
 	free(all);
 	fs->initialized = false;
+	fs->auto_inval = false;
 	fs->notify_dead = false;
 }
 
@@ -2856,7 +2879,8 @@ fusefs_save(struct fusefs *fs, uint8_t **buf, size_t *len)
 	WPUT(&w, v32);
 	WPUT(&w, fs->next_id);
 	WPUT(&w, fs->next_fh);
-	v32 = fs->initialized;
+	/* Bit 0: INIT done; bit 1: the client invalidates on change. */
+	v32 = (fs->initialized ? 1 : 0) | (fs->auto_inval ? 2 : 0);
 	WPUT(&w, v32);
 	WPUT(&w, fs->minor);
 	v32 = (uint32_t)nall;
@@ -3103,7 +3127,8 @@ fusefs_load(struct fusefs *fs, const uint8_t *buf, size_t len)
 	}
 	pthread_mutex_lock(&fs->lock);
 	fs->next_fh = MAX(fs->next_fh, next_fh);
-	fs->initialized = init != 0;
+	fs->initialized = (init & 1) != 0;
+	fs->auto_inval = (init & 2) != 0;
 	fs->minor = minor;
 	for (i = nn; i-- > 0;) {
 		if (ln[i].n == fs->rootn || ln[i].n == NULL)

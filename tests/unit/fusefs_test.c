@@ -115,6 +115,15 @@ do_init(struct fusefs *fs, uint32_t minor, uint32_t flags,
 	return r.err;
 }
 
+static int
+unlink_made(void)
+{
+	char	p[256];
+
+	snprintf(p, sizeof(p), "%s/made", dir);
+	return unlink(p);
+}
+
 static void
 rm_tree(void)
 {
@@ -1188,6 +1197,96 @@ out_rm:
 	return rc;
 }
 
+/* OPEN's and CREATE's open_flags (FOPEN_*), or ~0u on error. */
+static uint32_t
+open_flags_of(struct fusefs *fs, uint64_t node, uint32_t op)
+{
+	struct fuse_create_in	in = { .flags = O_RDWR, .mode = S_IFREG | 0644 };
+	struct fuse_entry_out	eo;
+	struct fuse_open_out	oo;
+	struct rep		r;
+
+	if (op == FUSE_CREATE) {
+		r = req_name(fs, op, node, &in, sizeof(in), "made");
+		if (r.err != 0 || r.len != sizeof(eo) + sizeof(oo))
+			return ~0u;
+		memcpy(&oo, r.body + sizeof(eo), sizeof(oo));
+	} else {
+		r = req(fs, op, node, &in, sizeof(struct fuse_open_in));
+		if (r.err != 0 || r.len != sizeof(oo))
+			return ~0u;
+		memcpy(&oo, r.body, sizeof(oo));
+	}
+	return oo.open_flags;
+}
+
+/* Pages are kept across opens only for a client that drops them when it
+ * sees a file change (FUSE_AUTO_INVAL_DATA); a snapshot keeps the
+ * choice. */
+static int
+t_keep_cache(void)
+{
+	struct fusefs		*fs = NULL, *fs2 = NULL;
+	struct fusefs_opts	 o;
+	uint8_t			*buf = NULL;
+	size_t			 len = 0;
+	char			 err[128];
+	uint64_t		 f;
+	int			 rc = TAP_FAIL;
+
+	TAP_CHECK(setup() == 0);
+	put_file("f", "data");
+	fusefs_opts_init(&o);
+	o.root = dir;
+	/* A client without AUTO_INVAL_DATA: every open drops the pages. */
+	fs = fusefs_create(NULL, &o, NULL, err, sizeof(err));
+	TAP_CHECK_GOTO(fs != NULL, out_rm);
+	TAP_CHECK_GOTO(do_init(fs, 31, FUSE_ASYNC_READ, NULL) == 0, out);
+	TAP_CHECK_GOTO((f = lookup(fs, 1, "f", NULL)) > 1, out);
+	TAP_CHECK_GOTO(open_flags_of(fs, f, FUSE_OPEN) == 0, out);
+	TAP_CHECK_GOTO(open_flags_of(fs, 1, FUSE_CREATE) == 0, out);
+	TAP_CHECK_GOTO(fusefs_save(fs, &buf, &len) == 0, out);
+	fs2 = fusefs_create(NULL, &o, NULL, err, sizeof(err));
+	TAP_CHECK_GOTO(fs2 != NULL && fusefs_load(fs2, buf, len) == 0, out);
+	TAP_CHECK_GOTO(open_flags_of(fs2, f, FUSE_OPEN) == 0, out);
+	fusefs_free(fs2);
+	fusefs_free(fs);
+	free(buf);
+	buf = NULL;	/* fusefs_save appends */
+	len = 0;
+	fs2 = NULL;
+
+	/* With it: kept, after a save and load too, and not after a new
+	 * INIT that leaves it out. */
+	fs = fusefs_create(NULL, &o, NULL, err, sizeof(err));
+	TAP_CHECK_GOTO(fs != NULL, out_rm);
+	TAP_CHECK_GOTO(do_init(fs, 31, FUSE_ASYNC_READ | FUSE_AUTO_INVAL_DATA,
+	    NULL) == 0, out);
+	TAP_CHECK_GOTO((f = lookup(fs, 1, "f", NULL)) > 1, out);
+	TAP_CHECK_GOTO(open_flags_of(fs, f, FUSE_OPEN) == FOPEN_KEEP_CACHE,
+	    out);
+	TAP_CHECK_GOTO(unlink_made() == 0, out);
+	TAP_CHECK_GOTO(open_flags_of(fs, 1, FUSE_CREATE) == FOPEN_KEEP_CACHE,
+	    out);
+	TAP_CHECK_GOTO(fusefs_save(fs, &buf, &len) == 0, out);
+	fs2 = fusefs_create(NULL, &o, NULL, err, sizeof(err));
+	TAP_CHECK_GOTO(fs2 != NULL && fusefs_load(fs2, buf, len) == 0, out);
+	TAP_CHECK_GOTO(open_flags_of(fs2, f, FUSE_OPEN) == FOPEN_KEEP_CACHE,
+	    out);
+	fusefs_reset(fs2);
+	TAP_CHECK_GOTO(do_init(fs2, 31, FUSE_ASYNC_READ, NULL) == 0, out);
+	TAP_CHECK_GOTO((f = lookup(fs2, 1, "f", NULL)) > 1, out);
+	TAP_CHECK_GOTO(open_flags_of(fs2, f, FUSE_OPEN) == 0, out);
+	rc = TAP_PASS;
+out:
+	fusefs_free(fs2);
+	fusefs_free(fs);
+	free(buf);
+out_rm:
+	rm_tree();
+	return rc;
+}
+
 static int
 t_snapshot(void)
 {
@@ -1681,6 +1780,7 @@ static const struct tap_case cases[] = {
 	{ "DAX mapping bookkeeping", t_dax },
 	{ "inotify invalidations", t_watch },
 	{ "save and load", t_snapshot },
+	{ "page cache kept across opens with AUTO_INVAL_DATA", t_keep_cache },
 	{ "node fd budget: eviction, re-open by file handle",
 	    t_fd_budget },
 	{ "node fd budget without file handles: ENFILE at the limit",
