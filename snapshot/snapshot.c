@@ -1313,25 +1313,6 @@ snapshot_check(const char *dir, bool memory, uint64_t *memory_mib,
 	return rc;
 }
 
-/* Read exactly len bytes at off. */
-static int
-pread_all(int fd, void *p, size_t len, uint64_t off)
-{
-	size_t	done = 0;
-	ssize_t	n;
-
-	while (done < len) {
-		n = pread(fd, (uint8_t *)p + done, len - done,
-		    (off_t)(off + done));
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n == 0 ? -EIO : -errno;
-		done += (size_t)n;
-	}
-	return 0;
-}
-
 /*
  * Lay a diff's pages over the machine's RAM (the base's memory, mapped
  * MAP_PRIVATE: the pages read in become the machine's private copies).

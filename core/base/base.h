@@ -81,6 +81,9 @@ int	 read_file(const char *path, size_t maxlen, uint8_t **buf,
 int	 write_all(int fd, const void *buf, size_t len) WUR;
 /* The same at offset off (pwrite), for files.  0 or -errno. */
 int	 pwrite_all(int fd, const void *buf, size_t len, uint64_t off) WUR;
+/* Read exactly len bytes at offset off (pread).  0, -EIO when the file
+ * ends first, or -errno. */
+int	 pread_all(int fd, void *buf, size_t len, uint64_t off) WUR;
 
 /*
  * Remove dfd/name and everything below it, never following symlinks

@@ -96,6 +96,24 @@ pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+int
+pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t	done = 0;
+	ssize_t	n;
+
+	while (done < len) {
+		n = pread(fd, (uint8_t *)buf + done, len - done,
+		    (off_t)(off + done));
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n == 0 ? -EIO : -errno;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
 const char *
 smx_home(void)
 {
